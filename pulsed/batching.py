@@ -1,0 +1,161 @@
+"""Group commit: many callers' items, one database transaction.
+
+Callers from any thread hand over a list of items and get the per-item
+results back (through a callback, or by blocking). A single flusher thread
+takes everything that queued up while the previous flush ran, up to
+``max_batch`` items, and runs one batch function over it. Under load the
+batches grow by themselves; an idle caller waits for nothing but its own
+flush (plus ``max_wait_seconds`` if configured).
+"""
+
+from __future__ import annotations
+
+import collections
+import dataclasses
+import logging
+import threading
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import Future
+from typing import Generic, TypeVar
+
+from pulse_client.errors import Unavailable
+
+log = logging.getLogger(__name__)
+
+ItemT = TypeVar("ItemT")
+ResultT = TypeVar("ResultT")
+
+Callback = Callable[["list[ResultT] | BaseException"], None]
+
+
+@dataclasses.dataclass
+class _Request(Generic[ItemT, ResultT]):
+    items: Sequence[ItemT]
+    callback: Callable[[list[ResultT] | BaseException], None]
+
+
+class GroupCommit(Generic[ItemT, ResultT]):
+    """Runs ``execute`` over batches gathered from many callers. Thread-safe."""
+
+    def __init__(
+        self,
+        name: str,
+        execute: Callable[[list[ItemT]], list[ResultT]],
+        *,
+        max_batch: int = 1000,
+        max_wait_seconds: float = 0.0,
+    ) -> None:
+        self._name = name
+        self._execute = execute
+        self._max_batch = max_batch
+        self._max_wait_seconds = max_wait_seconds
+        self._queue: collections.deque[_Request[ItemT, ResultT]] = collections.deque()
+        self._queued_items = 0
+        self._cond = threading.Condition()
+        self._stopping = False
+        self._thread = threading.Thread(
+            target=self._run, name=f"pulse-{name}", daemon=True
+        )
+        self.flushes = 0
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self, timeout_seconds: float = 5.0) -> None:
+        """Flush what is queued, then stop the flusher."""
+        with self._cond:
+            self._stopping = True
+            self._cond.notify_all()
+        if self._thread.is_alive():
+            self._thread.join(timeout_seconds)
+
+    def submit(
+        self,
+        items: Sequence[ItemT],
+        callback: Callable[[list[ResultT] | BaseException], None],
+    ) -> None:
+        """Queue items; ``callback`` gets their results (or the batch's error)."""
+        if not items:
+            callback([])
+            return
+        with self._cond:
+            if self._stopping:
+                stopped = Unavailable("The server is shutting down")
+            else:
+                self._queue.append(_Request(items, callback))
+                self._queued_items += len(items)
+                self._cond.notify()
+                return
+        callback(stopped)
+
+    def call(self, items: Sequence[ItemT]) -> list[ResultT]:
+        """Queue items and block until their batch has committed."""
+        future: Future[list[ResultT]] = Future()
+
+        def resolve(outcome: list[ResultT] | BaseException) -> None:
+            if isinstance(outcome, BaseException):
+                future.set_exception(outcome)
+            else:
+                future.set_result(outcome)
+
+        self.submit(items, resolve)
+        return future.result()
+
+    def _run(self) -> None:
+        while True:
+            batch = self._take_batch()
+            if batch is None:
+                return
+            self._flush(batch)
+
+    def _take_batch(self) -> list[_Request[ItemT, ResultT]] | None:
+        with self._cond:
+            while not self._queue:
+                if self._stopping:
+                    return None
+                self._cond.wait()
+            if self._max_wait_seconds > 0 and not self._stopping:
+                deadline = time.monotonic() + self._max_wait_seconds
+                while self._queued_items < self._max_batch and not self._stopping:
+                    remaining = deadline - time.monotonic()
+                    if remaining <= 0:
+                        break
+                    self._cond.wait(remaining)
+            batch: list[_Request[ItemT, ResultT]] = []
+            taken = 0
+            # A request is never split, so one larger than max_batch still
+            # goes through, alone.
+            while self._queue and (not batch or taken + len(self._queue[0].items) <= self._max_batch):
+                request = self._queue.popleft()
+                batch.append(request)
+                taken += len(request.items)
+            self._queued_items -= taken
+            return batch
+
+    def _flush(self, batch: list[_Request[ItemT, ResultT]]) -> None:
+        items = [item for request in batch for item in request.items]
+        try:
+            results = self._execute(items)
+        except BaseException as exc:  # every caller must hear about it
+            if not isinstance(exc, Unavailable):
+                log.exception("batch.failed name=%s items=%d", self._name, len(items))
+            for request in batch:
+                self._deliver(request, exc)
+            return
+        self.flushes += 1
+        offset = 0
+        for request in batch:
+            count = len(request.items)
+            self._deliver(request, results[offset : offset + count])
+            offset += count
+
+    def _deliver(
+        self,
+        request: _Request[ItemT, ResultT],
+        outcome: list[ResultT] | BaseException,
+    ) -> None:
+        try:
+            request.callback(outcome)
+        except Exception:
+            log.exception("batch.callback_failed name=%s", self._name)

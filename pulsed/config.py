@@ -1,0 +1,156 @@
+"""Server configuration, read from the environment at start-up."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Callable, Mapping
+from typing import TypeVar
+from urllib.parse import quote
+
+from pulse_client.errors import PulseError
+
+
+class ConfigError(PulseError):
+    """An environment variable holds a value pulsed cannot use."""
+
+    code = "config_error"
+
+
+_T = TypeVar("_T", int, float)
+
+
+@dataclasses.dataclass(frozen=True)
+class Config:
+    """Everything pulsed can be tuned by. Field docs name the variable."""
+
+    # Database: DB_URL (postgresql://user:password@host:port/dbname) wins;
+    # otherwise DB_HOST, DB_PORT, DB_NAME, DB_USER, DB_PASSWORD.
+    db_dsn: str = "postgresql://postgres@127.0.0.1:5432/pulse"
+    # PULSE_GRPC_ADDR
+    grpc_addr: str = "127.0.0.1:50051"
+    # PULSE_DB_POOL_SIZE: connections shared by RPCs and background loops
+    # (the LISTEN connection comes on top).
+    db_pool_size: int = 10
+    # PULSE_DB_CONNECT_TIMEOUT_SECONDS
+    db_connect_timeout_seconds: int = 5
+    # PULSE_MAX_STREAMS: open worker streams; more get RESOURCE_EXHAUSTED.
+    max_streams: int = 200
+    # PULSE_RPC_THREADS: threads for unary RPCs, beside one per stream.
+    rpc_threads: int = 16
+    # PULSE_LEASE_SECONDS
+    lease_seconds: float = 30.0
+    # PULSE_DEFAULT_MAX_ATTEMPTS
+    default_max_attempts: int = 20
+    # PULSE_BACKOFF_CEILING_SECONDS: the n² backoff never waits longer.
+    backoff_ceiling_seconds: float = 3600.0
+    # PULSE_BACKOFF_BASE_SECONDS: attempt n waits base × n² (tests shrink it).
+    backoff_base_seconds: float = 1.0
+    # PULSE_MAX_PAYLOAD_BYTES
+    max_payload_bytes: int = 1024 * 1024
+    # PULSE_RETENTION_SECONDS: finished jobs are deleted after this long.
+    retention_seconds: float = 7 * 24 * 3600.0
+    # PULSE_POLL_SECONDS: the safety poll behind LISTEN/NOTIFY.
+    poll_seconds: float = 5.0
+    # PULSE_WATCHDOG_SECONDS: how often lapsed leases are looked for.
+    watchdog_seconds: float = 1.0
+    # PULSE_PRUNE_SECONDS: how often the pruner runs.
+    prune_seconds: float = 60.0
+    # PULSE_CLAIM_BATCH: most jobs one claim statement takes.
+    claim_batch: int = 500
+    # PULSE_FLUSH_MS: how long the result writer waits to fill a batch.
+    flush_ms: float = 2.0
+    # PULSE_FLUSH_BATCH: most results or submits in one commit.
+    flush_batch: int = 1000
+    # PULSE_SHUTDOWN_GRACE_SECONDS: how long open streams get to finish.
+    shutdown_grace_seconds: float = 10.0
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> Config:
+        """Read the configuration, naming the variable of any bad value."""
+        env = os.environ if env is None else env
+        reader = _Reader(env)
+        return cls(
+            db_dsn=_dsn_from_env(env),
+            grpc_addr=env.get("PULSE_GRPC_ADDR", cls.grpc_addr),
+            db_pool_size=reader.number("PULSE_DB_POOL_SIZE", int, cls.db_pool_size, 1),
+            db_connect_timeout_seconds=reader.number(
+                "PULSE_DB_CONNECT_TIMEOUT_SECONDS", int, 5, 1
+            ),
+            max_streams=reader.number("PULSE_MAX_STREAMS", int, cls.max_streams, 1),
+            rpc_threads=reader.number("PULSE_RPC_THREADS", int, cls.rpc_threads, 1),
+            lease_seconds=reader.number(
+                "PULSE_LEASE_SECONDS", float, cls.lease_seconds, 0.1
+            ),
+            default_max_attempts=reader.number(
+                "PULSE_DEFAULT_MAX_ATTEMPTS", int, cls.default_max_attempts, 1, 1000
+            ),
+            backoff_ceiling_seconds=reader.number(
+                "PULSE_BACKOFF_CEILING_SECONDS", float, cls.backoff_ceiling_seconds, 0
+            ),
+            backoff_base_seconds=reader.number(
+                "PULSE_BACKOFF_BASE_SECONDS", float, cls.backoff_base_seconds, 0
+            ),
+            max_payload_bytes=reader.number(
+                "PULSE_MAX_PAYLOAD_BYTES", int, cls.max_payload_bytes, 0, 64 << 20
+            ),
+            retention_seconds=reader.number(
+                "PULSE_RETENTION_SECONDS", float, cls.retention_seconds, 0
+            ),
+            poll_seconds=reader.number("PULSE_POLL_SECONDS", float, cls.poll_seconds, 0.01),
+            watchdog_seconds=reader.number(
+                "PULSE_WATCHDOG_SECONDS", float, cls.watchdog_seconds, 0.01
+            ),
+            prune_seconds=reader.number(
+                "PULSE_PRUNE_SECONDS", float, cls.prune_seconds, 0.01
+            ),
+            claim_batch=reader.number("PULSE_CLAIM_BATCH", int, cls.claim_batch, 1, 10000),
+            flush_ms=reader.number("PULSE_FLUSH_MS", float, cls.flush_ms, 0, 1000),
+            flush_batch=reader.number("PULSE_FLUSH_BATCH", int, cls.flush_batch, 1, 100000),
+            shutdown_grace_seconds=reader.number(
+                "PULSE_SHUTDOWN_GRACE_SECONDS", float, cls.shutdown_grace_seconds, 0
+            ),
+        )
+
+
+class _Reader:
+    def __init__(self, env: Mapping[str, str]) -> None:
+        self._env = env
+
+    def number(
+        self,
+        name: str,
+        kind: Callable[[str], _T],
+        default: _T,
+        minimum: float,
+        maximum: float | None = None,
+    ) -> _T:
+        raw = self._env.get(name)
+        if raw is None or raw.strip() == "":
+            return default
+        bounds = f"from {minimum}" + (f" to {maximum}" if maximum is not None else "")
+        kind_name = "a whole number" if kind is int else "a number"
+        try:
+            value = kind(raw.strip())
+        except ValueError:
+            raise ConfigError(
+                f"{name}={raw!r} is not {kind_name}; expected {kind_name} {bounds}"
+            ) from None
+        if value < minimum or (maximum is not None and value > maximum):
+            raise ConfigError(f"{name}={raw!r} is out of range; expected {bounds}")
+        return value
+
+
+def _dsn_from_env(env: Mapping[str, str]) -> str:
+    if env.get("DB_URL"):
+        return env["DB_URL"]
+    user = quote(env.get("DB_USER", "postgres"), safe="")
+    password = env.get("DB_PASSWORD")
+    if password:
+        user += ":" + quote(password, safe="")
+    host = env.get("DB_HOST", "127.0.0.1")
+    if ":" in host and not host.startswith("["):
+        host = f"[{host}]"
+    port = env.get("DB_PORT", "5432")
+    dbname = quote(env.get("DB_NAME", "pulse"), safe="")
+    return f"postgresql://{user}@{host}:{port}/{dbname}"

@@ -1,0 +1,183 @@
+"""Database access: a bounded connection pool and the one place where driver
+errors become pulse errors.
+
+Every statement runs inside ``Database.transaction()``. A connection that
+failed at the connection level (Postgres restarted, network cut) is closed
+and dropped from the pool instead of being handed out again.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import threading
+import time
+from collections.abc import Iterator
+
+import psycopg2
+import psycopg2.errors
+import psycopg2.extensions
+import psycopg2.extras
+import psycopg2.pool
+
+from pulse_client.errors import PulseError, Unavailable
+
+log = logging.getLogger(__name__)
+
+Connection = psycopg2.extensions.connection
+Cursor = psycopg2.extensions.cursor
+
+psycopg2.extras.register_uuid()
+
+
+class PoolTimeout(Unavailable):
+    """No database connection became free in time."""
+
+
+class Database:
+    """A bounded pool of connections. Thread-safe."""
+
+    def __init__(
+        self,
+        dsn: str,
+        size: int,
+        *,
+        connect_timeout_seconds: int = 5,
+        acquire_timeout_seconds: float = 10.0,
+        application_name: str = "pulsed",
+    ) -> None:
+        self._dsn = dsn
+        self._connect_kwargs = {
+            "connect_timeout": connect_timeout_seconds,
+            "application_name": application_name,
+            # A dead peer is noticed within seconds instead of hanging.
+            "keepalives": 1,
+            "keepalives_idle": 5,
+            "keepalives_interval": 2,
+            "keepalives_count": 3,
+        }
+        self._size = size
+        self._acquire_timeout_seconds = acquire_timeout_seconds
+        self._idle: list[Connection] = []
+        self._open = 0
+        self._lock = threading.Condition()
+        self._closed = False
+
+    @property
+    def dsn(self) -> str:
+        return self._dsn
+
+    def connect(self) -> Connection:
+        """A new connection outside the pool (for LISTEN and migrations)."""
+        try:
+            return psycopg2.connect(self._dsn, **self._connect_kwargs)
+        except psycopg2.OperationalError as exc:
+            raise Unavailable(f"Database unreachable: {_first_line(exc)}") from exc
+
+    @contextlib.contextmanager
+    def transaction(self) -> Iterator[Cursor]:
+        """A cursor in a transaction that commits on success.
+
+        Driver errors leave as pulse errors: connection trouble as
+        ``Unavailable`` (the connection is discarded), anything else as
+        ``PulseError`` with the driver's exception as its cause.
+        """
+        conn = self._acquire()
+        broken = False
+        try:
+            with conn.cursor() as cur:
+                yield cur
+            conn.commit()
+        except (psycopg2.OperationalError, psycopg2.InterfaceError) as exc:
+            broken = conn.closed != 0 or _is_connection_error(exc)
+            _rollback_quietly(conn)
+            if broken or isinstance(exc, psycopg2.InterfaceError):
+                broken = True
+                raise Unavailable(f"Database unavailable: {_first_line(exc)}") from exc
+            raise PulseError(f"Database error: {_first_line(exc)}") from exc
+        except psycopg2.Error as exc:
+            _rollback_quietly(conn)
+            raise PulseError(f"Database error: {_first_line(exc)}") from exc
+        except BaseException:
+            _rollback_quietly(conn)
+            raise
+        finally:
+            self._release(conn, broken=broken or conn.closed != 0)
+
+    def close(self) -> None:
+        with self._lock:
+            self._closed = True
+            idle, self._idle = self._idle, []
+            self._open -= len(idle)
+            self._lock.notify_all()
+        for conn in idle:
+            conn.close()
+
+    def stats(self) -> dict[str, int]:
+        with self._lock:
+            return {"size": self._size, "open": self._open, "idle": len(self._idle)}
+
+    def _acquire(self) -> Connection:
+        deadline = time.monotonic() + self._acquire_timeout_seconds
+        with self._lock:
+            while True:
+                if self._closed:
+                    raise Unavailable("Database pool is closed")
+                if self._idle:
+                    return self._idle.pop()
+                if self._open < self._size:
+                    self._open += 1
+                    break
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    raise PoolTimeout(
+                        f"No database connection free after "
+                        f"{self._acquire_timeout_seconds:.0f}s (pool size {self._size}); "
+                        "raise PULSE_DB_POOL_SIZE"
+                    )
+                self._lock.wait(remaining)
+        try:
+            conn = self.connect()
+        except BaseException:
+            with self._lock:
+                self._open -= 1
+                self._lock.notify()
+            raise
+        return conn
+
+    def _release(self, conn: Connection, *, broken: bool) -> None:
+        if broken or conn.closed:
+            with contextlib.suppress(psycopg2.Error):
+                conn.close()
+            with self._lock:
+                self._open -= 1
+                self._lock.notify()
+            log.warning("db.connection_discarded")
+            return
+        with self._lock:
+            if self._closed:
+                self._open -= 1
+                conn.close()
+                return
+            self._idle.append(conn)
+            self._lock.notify()
+
+
+def _rollback_quietly(conn: Connection) -> None:
+    if conn.closed:
+        return
+    with contextlib.suppress(psycopg2.Error):
+        conn.rollback()
+
+
+def _is_connection_error(exc: psycopg2.Error) -> bool:
+    # Admin shutdown and friends arrive as OperationalError subclasses with a
+    # SQLSTATE of class 08 (connection exception) or 57P (operator
+    # intervention); a plain OperationalError without a code is a lost socket.
+    code = getattr(exc, "pgcode", None)
+    return code is None or code.startswith(("08", "57P"))
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__

@@ -1,0 +1,240 @@
+"""Dispatch: hand pending jobs to the worker streams that have credits.
+
+One dispatcher thread per replica. Streams with the same topics form a
+group, and one claim statement serves every stream of a group at once: it
+takes up to the group's total credits, marks the rows running under each
+stream's worker id and returns them tagged with the stream's slot.
+
+The dispatcher never polls on a fixed tick. A group is claimed for when it
+has credits and may have work; it is marked idle when a claim comes back
+short and woken again by a NOTIFY for one of its topics (from any
+replica), a local submit, or the slow safety poll.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import threading
+import time
+from collections.abc import Iterable
+from typing import Any, Protocol
+
+from pulse_client._proto.pulse.v1 import pulse_pb2 as pb
+from pulse_client.errors import PulseError
+from pulsed.config import Config
+from pulsed.database import Database
+from pulsed.jobs import to_timestamp
+
+log = logging.getLogger(__name__)
+
+# Per topic, the first pending rows in dispatch order, skipping rows that
+# other claims hold; then the best of those across topics. Each topic reads
+# O(limit) entries of its partial index however deep any backlog is.
+CLAIM_JOBS = """
+WITH slots AS (
+    SELECT slot, worker_id, n
+    FROM unnest(%(slots)s::int[], %(worker_ids)s::text[]) WITH ORDINALITY
+         AS s(slot, worker_id, n)
+), picked AS (
+    SELECT c.id, row_number() OVER (ORDER BY c.priority DESC, c.run_at, c.id) AS n
+    FROM unnest(%(topics)s::text[]) AS t(topic)
+    CROSS JOIN LATERAL (
+        SELECT id, priority, run_at FROM jobs
+        WHERE status = 'pending' AND jobs.topic = t.topic
+        ORDER BY priority DESC, run_at, id
+        LIMIT %(limit)s
+        FOR UPDATE SKIP LOCKED
+    ) AS c
+    ORDER BY c.priority DESC, c.run_at, c.id
+    LIMIT %(limit)s
+)
+UPDATE jobs AS j SET
+    status = 'running',
+    attempt = j.attempt + 1,
+    worker_id = s.worker_id,
+    started_at = now(),
+    lease_expires_at = CASE
+        WHEN j.timeout_ms > 0 THEN now() + least(
+            %(lease_seconds)s * interval '1 second',
+            j.timeout_ms * interval '1 millisecond')
+        ELSE now() + %(lease_seconds)s * interval '1 second' END
+FROM picked JOIN slots AS s USING (n)
+WHERE j.id = picked.id
+RETURNING s.slot, j.id, j.topic, j.payload, j.attempt, j.max_attempts, j.priority,
+          j.lease_expires_at, j.timeout_ms, j.created_at, j.attempt_base
+"""
+
+MAX_CREDITS_PER_STREAM = 10_000
+
+
+class Receiver(Protocol):
+    """What the dispatcher needs of a stream."""
+
+    worker_id: str
+    topics: frozenset[str]
+    credits: int
+
+    def deliver(self, assignments: list[pb.Assignment]) -> bool:
+        """Queue assignments for sending; False if the stream has closed."""
+
+
+class Dispatcher:
+    """Claims work for the streams of this replica. Thread-safe."""
+
+    def __init__(self, db: Database, config: Config) -> None:
+        self._db = db
+        self._config = config
+        self._cond = threading.Condition()
+        self._receivers: list[Receiver] = []
+        self._idle_groups: set[frozenset[str]] = set()
+        self._stopping = False
+        self._next_poll = 0.0
+        self._rotation = itertools.count()
+        self._thread = threading.Thread(target=self._run, name="pulse-dispatcher", daemon=True)
+        self.claims = 0
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self, timeout_seconds: float = 5.0) -> None:
+        with self._cond:
+            self._stopping = True
+            self._cond.notify_all()
+        if self._thread.is_alive():
+            self._thread.join(timeout_seconds)
+
+    def register(self, receiver: Receiver, credits: int) -> None:
+        with self._cond:
+            receiver.credits = min(credits, MAX_CREDITS_PER_STREAM)
+            self._receivers.append(receiver)
+            self._idle_groups.discard(receiver.topics)
+            self._cond.notify_all()
+
+    def unregister(self, receiver: Receiver) -> None:
+        with self._cond:
+            if receiver in self._receivers:
+                self._receivers.remove(receiver)
+
+    def add_credits(self, receiver: Receiver, credits: int) -> None:
+        with self._cond:
+            receiver.credits = min(receiver.credits + credits, MAX_CREDITS_PER_STREAM)
+            self._cond.notify_all()
+
+    def wake(self, topics: Iterable[str] | None = None) -> None:
+        """New pending work for ``topics`` (None: possibly any topic)."""
+        with self._cond:
+            if topics is None:
+                self._idle_groups.clear()
+            else:
+                wanted = set(topics)
+                self._idle_groups = {g for g in self._idle_groups if not g & wanted}
+            self._cond.notify_all()
+
+    def streams(self) -> int:
+        with self._cond:
+            return len(self._receivers)
+
+    def _run(self) -> None:
+        while True:
+            work = self._wait_for_work()
+            if work is None:
+                return
+            for group, receivers in work:
+                try:
+                    self._claim(group, receivers)
+                except PulseError as exc:
+                    log.warning("dispatch.claim_failed topics=%s error=%s", ",".join(sorted(group)), exc)
+                    # Keep the group workable and retry after a pause: the
+                    # database may be restarting.
+                    time.sleep(0.2)
+                except Exception:
+                    log.exception("dispatch.claim_crashed")
+                    time.sleep(0.2)
+
+    def _wait_for_work(self) -> list[tuple[frozenset[str], list[Receiver]]] | None:
+        with self._cond:
+            while not self._stopping:
+                now = time.monotonic()
+                if now >= self._next_poll:
+                    # The safety poll: covers notifications lost while the
+                    # LISTEN connection was down.
+                    self._idle_groups.clear()
+                    self._next_poll = now + self._config.poll_seconds
+                groups: dict[frozenset[str], list[Receiver]] = {}
+                for receiver in self._receivers:
+                    if receiver.credits > 0 and receiver.topics not in self._idle_groups:
+                        groups.setdefault(receiver.topics, []).append(receiver)
+                if groups:
+                    return list(groups.items())
+                self._cond.wait(max(0.0, self._next_poll - now))
+            return None
+
+    def _claim(self, group: frozenset[str], receivers: list[Receiver]) -> None:
+        # Interleave the streams' slots so that a short claim is shared out
+        # instead of filling the first stream; rotate who goes first.
+        with self._cond:
+            start = next(self._rotation) % len(receivers)
+            ordered = receivers[start:] + receivers[:start]
+            budget = [min(r.credits, self._config.claim_batch) for r in ordered]
+        slots: list[int] = []
+        while len(slots) < self._config.claim_batch and any(budget):
+            for index, left in enumerate(budget):
+                if left and len(slots) < self._config.claim_batch:
+                    slots.append(index)
+                    budget[index] -= 1
+        if not slots:
+            return
+
+        with self._db.transaction() as cur:
+            cur.execute(
+                CLAIM_JOBS,
+                {
+                    "slots": slots,
+                    "worker_ids": [ordered[i].worker_id for i in slots],
+                    "topics": sorted(group),
+                    "limit": len(slots),
+                    "lease_seconds": self._config.lease_seconds,
+                },
+            )
+            rows = cur.fetchall()
+        self.claims += 1
+
+        by_receiver: dict[int, list[pb.Assignment]] = {}
+        for row in rows:
+            by_receiver.setdefault(row[0], []).append(_assignment(row))
+        with self._cond:
+            if len(rows) < len(slots):
+                self._idle_groups.add(group)
+            for index, assignments in by_receiver.items():
+                ordered[index].credits -= len(assignments)
+        for index, assignments in by_receiver.items():
+            receiver = ordered[index]
+            if not receiver.deliver(assignments):
+                # The stream closed between claim and delivery: the jobs stay
+                # running under its worker id. If the worker reconnects it
+                # never heard of them, so their leases lapse into the retry
+                # path like any lost attempt.
+                log.warning(
+                    "dispatch.undelivered worker_id=%s jobs=%d",
+                    receiver.worker_id, len(assignments),
+                )
+        if rows:
+            log.debug("dispatch.claimed topics=%s jobs=%d", ",".join(sorted(group)), len(rows))
+
+
+def _assignment(row: tuple[Any, ...]) -> pb.Assignment:
+    (_, job_id, topic, payload, attempt, max_attempts, priority, lease_expires_at,
+     timeout_ms, created_at, attempt_base) = row
+    return pb.Assignment(
+        job_id=str(job_id),
+        topic=topic,
+        payload=bytes(payload),
+        attempt=attempt,
+        max_attempts=max_attempts,
+        priority=priority,
+        lease_expires_at=to_timestamp(lease_expires_at),
+        timeout_ms=timeout_ms,
+        created_at=to_timestamp(created_at),
+        attempts_used=attempt - attempt_base,
+    )

@@ -1,0 +1,229 @@
+"""How a running attempt ends: results, heartbeats and lapsed leases.
+
+Every statement here is fenced by ``status = 'running'`` and the attempt
+(and, for reports from a worker, the worker id): a report from an attempt
+that lost its lease matches no row, so it can never overwrite the outcome
+of a newer attempt.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import uuid
+
+from pulse_client._proto.pulse.v1 import pulse_pb2 as pb
+from pulsed.config import Config
+from pulsed.database import Cursor
+
+MAX_ERROR_CHARS = 16_000
+MAX_RETRY_DELAY_MS = 30 * 24 * 3600 * 1000
+
+_OUTCOME_NAMES = {
+    pb.OUTCOME_SUCCEEDED: "succeeded",
+    pb.OUTCOME_FAILED: "failed",
+    pb.OUTCOME_FAILED_PERMANENTLY: "failed_permanently",
+}
+
+# Attempt n of the current budget waited base × n² seconds, plus up to 10%
+# jitter so that jobs failing together do not retry together, never longer
+# than the ceiling. Computed in float8, so no attempt count overflows.
+_BACKOFF_SECONDS = """
+    least(%(backoff_ceiling)s::float8,
+          %(backoff_base)s::float8 * power((j.attempt - j.attempt_base)::float8, 2)
+              * (1 + 0.1 * random()))
+"""
+
+# The status an attempt ends in, given how it ended (the column "failure":
+# NULL for success, 'failed' or 'failed_permanently').
+_NEXT_STATUS = """
+    CASE
+        WHEN e.failure IS NULL THEN 'completed'
+        WHEN j.cancel_requested_at IS NOT NULL THEN 'canceled'
+        WHEN e.failure = 'failed_permanently'
+             OR j.attempt - j.attempt_base >= j.max_attempts THEN 'dead_lettered'
+        ELSE 'retrying'
+    END
+"""
+
+_END_ATTEMPT = f"""
+UPDATE jobs AS j SET
+    status = d.next_status,
+    finished_at = CASE WHEN d.next_status = 'retrying' THEN NULL ELSE now() END,
+    run_at = CASE WHEN d.next_status <> 'retrying' THEN j.run_at
+                  WHEN d.retry_delay_ms > 0
+                      THEN now() + d.retry_delay_ms * interval '1 millisecond'
+                  ELSE now() + d.backoff_seconds * interval '1 second' END,
+    last_error = coalesce(d.error, j.last_error),
+    lease_expires_at = NULL
+FROM decided AS d
+WHERE j.id = d.id AND j.attempt = d.attempt AND j.status = 'running'
+RETURNING j.id, j.attempt, j.status
+"""
+
+# Worker reports: one statement for a whole batch, from any number of
+# streams. A duplicate (id, attempt) in a batch is applied once.
+APPLY_RESULTS = (
+    """
+WITH e AS (
+    SELECT DISTINCT ON (id) *
+    FROM unnest(%(ids)s::uuid[], %(attempts)s::int[], %(worker_ids)s::text[],
+                %(failures)s::text[], %(errors)s::text[], %(delays_ms)s::bigint[])
+         AS r(id, attempt, worker_id, failure, error, retry_delay_ms)
+), decided AS (
+    SELECT j.id, j.attempt, e.error, e.retry_delay_ms,"""
+    + _BACKOFF_SECONDS
+    + " AS backoff_seconds,"
+    + _NEXT_STATUS
+    + """ AS next_status
+    FROM e JOIN jobs AS j
+      ON j.id = e.id AND j.attempt = e.attempt AND j.worker_id = e.worker_id
+         AND j.status = 'running'
+    FOR UPDATE OF j
+)"""
+    + _END_ATTEMPT
+)
+
+# The watchdog: running jobs whose lease lapsed go through the retry path,
+# the attempt counted like an error. SKIP LOCKED lets every replica's
+# watchdog run at once without waiting on each other.
+EXPIRE_LEASES = (
+    """
+WITH e AS (
+    SELECT id, 'failed'::text AS failure, 0::bigint AS retry_delay_ms,
+           CASE WHEN timeout_ms > 0
+                     AND now() >= started_at + timeout_ms * interval '1 millisecond'
+                THEN format('timed out after %%s ms (attempt %%s, worker %%s)',
+                            timeout_ms, attempt, worker_id)
+                ELSE format('lease expired (attempt %%s, worker %%s)',
+                            attempt, worker_id)
+           END AS error
+    FROM jobs
+    WHERE status = 'running' AND lease_expires_at < now()
+    ORDER BY lease_expires_at
+    LIMIT %(limit)s
+    FOR UPDATE SKIP LOCKED
+), decided AS (
+    SELECT j.id, j.attempt, e.error, e.retry_delay_ms,"""
+    + _BACKOFF_SECONDS
+    + " AS backoff_seconds,"
+    + _NEXT_STATUS
+    + """ AS next_status
+    FROM e JOIN jobs AS j ON j.id = e.id
+)"""
+    + _END_ATTEMPT
+)
+
+# Heartbeats extend the leases of jobs still held, never past a job's
+# timeout, so a job that overruns it lapses even if its worker keeps
+# heartbeating.
+EXTEND_LEASES = """
+UPDATE jobs AS j SET
+    lease_expires_at = CASE
+        WHEN j.timeout_ms > 0 THEN least(
+            now() + %(lease_seconds)s * interval '1 second',
+            j.started_at + j.timeout_ms * interval '1 millisecond')
+        ELSE now() + %(lease_seconds)s * interval '1 second' END
+FROM unnest(%(ids)s::uuid[], %(attempts)s::int[], %(worker_ids)s::text[])
+     AS h(id, attempt, worker_id)
+WHERE j.id = h.id AND j.attempt = h.attempt AND j.worker_id = h.worker_id
+  AND j.status = 'running' AND j.lease_expires_at >= now()
+RETURNING j.id, j.attempt, j.cancel_requested_at IS NOT NULL
+"""
+
+
+@dataclasses.dataclass(frozen=True)
+class Report:
+    """One worker's result for one attempt."""
+
+    job_id: uuid.UUID
+    attempt: int
+    worker_id: str
+    outcome: int
+    error: str
+    retry_delay_ms: int
+
+
+@dataclasses.dataclass(frozen=True)
+class Ack:
+    accepted: bool
+    status: str
+
+
+@dataclasses.dataclass(frozen=True)
+class Beat:
+    job_id: uuid.UUID
+    attempt: int
+    worker_id: str
+
+
+@dataclasses.dataclass(frozen=True)
+class BeatReply:
+    held: bool
+    cancel_requested: bool
+
+
+def clean_error(text: str) -> str:
+    """Error text as Postgres can store it: no NUL, bounded length."""
+    if len(text) > MAX_ERROR_CHARS:
+        text = text[:MAX_ERROR_CHARS] + f"... [{len(text) - MAX_ERROR_CHARS} more chars]"
+    return text.replace("\x00", "\\x00")
+
+
+def _backoff_params(config: Config) -> dict[str, float]:
+    return {
+        "backoff_base": config.backoff_base_seconds,
+        "backoff_ceiling": config.backoff_ceiling_seconds,
+    }
+
+
+def apply_results(cur: Cursor, reports: list[Report], config: Config) -> list[Ack]:
+    """Apply a batch of reports; one Ack per report, in order."""
+    cur.execute(
+        APPLY_RESULTS,
+        {
+            "ids": [r.job_id for r in reports],
+            "attempts": [r.attempt for r in reports],
+            "worker_ids": [r.worker_id for r in reports],
+            "failures": [
+                None if r.outcome == pb.OUTCOME_SUCCEEDED else _OUTCOME_NAMES[r.outcome]
+                for r in reports
+            ],
+            "errors": [
+                None if r.outcome == pb.OUTCOME_SUCCEEDED else clean_error(r.error)
+                for r in reports
+            ],
+            "delays_ms": [r.retry_delay_ms for r in reports],
+            **_backoff_params(config),
+        },
+    )
+    applied = {(row[0], row[1]): row[2] for row in cur.fetchall()}
+    acks = []
+    for report in reports:
+        status = applied.pop((report.job_id, report.attempt), None)
+        acks.append(Ack(accepted=status is not None, status=status or ""))
+    return acks
+
+
+def expire_leases(cur: Cursor, config: Config, limit: int = 1000) -> list[tuple[uuid.UUID, int, str]]:
+    """Send lapsed leases through the retry path; returns (id, attempt, status)."""
+    cur.execute(EXPIRE_LEASES, {"limit": limit, **_backoff_params(config)})
+    return [(row[0], row[1], row[2]) for row in cur.fetchall()]
+
+
+def extend_leases(cur: Cursor, beats: list[Beat], config: Config) -> list[BeatReply]:
+    """Extend the leases still held; one reply per beat, in order."""
+    cur.execute(
+        EXTEND_LEASES,
+        {
+            "ids": [b.job_id for b in beats],
+            "attempts": [b.attempt for b in beats],
+            "worker_ids": [b.worker_id for b in beats],
+            "lease_seconds": config.lease_seconds,
+        },
+    )
+    held = {(row[0], row[1]): bool(row[2]) for row in cur.fetchall()}
+    return [
+        BeatReply(held=(b.job_id, b.attempt) in held,
+                  cancel_requested=held.get((b.job_id, b.attempt), False))
+        for b in beats
+    ]

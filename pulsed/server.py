@@ -1,0 +1,153 @@
+"""pulsed: wiring, start-up and graceful shutdown."""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import sys
+import threading
+from concurrent import futures
+from types import FrameType
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+from pulse_client._proto.pulse.v1 import pulse_pb2, pulse_pb2_grpc
+from pulse_client.errors import PulseError
+from pulsed.config import Config, ConfigError
+from pulsed.database import Database
+from pulsed.dispatch import Dispatcher
+from pulsed.loops import Promoter, Pruner, Watchdog
+from pulsed.migrate import apply_migrations
+from pulsed.notifications import Listener
+from pulsed.service import PulseService
+
+log = logging.getLogger(__name__)
+
+SERVICE_NAME = pulse_pb2.DESCRIPTOR.services_by_name["Pulse"].full_name
+# Large enough for a SubmitJobs batch of several maximum-size payloads.
+MAX_MESSAGE_BYTES = 64 * 1024 * 1024
+
+
+class Server:
+    """One pulsed replica: the gRPC server and its background threads."""
+
+    def __init__(self, config: Config) -> None:
+        self.config = config
+        # The pool serves the RPCs, the dispatcher, the three writers and
+        # the loops; the LISTEN connection comes on top.
+        self.db = Database(
+            config.db_dsn,
+            config.db_pool_size,
+            connect_timeout_seconds=config.db_connect_timeout_seconds,
+        )
+        self.dispatcher = Dispatcher(self.db, config)
+        self.promoter = Promoter(self.db, config, on_pending=self.dispatcher.wake)
+        self.service = PulseService(self.db, config, self.dispatcher, self.promoter)
+        self.watchdog = Watchdog(self.db, config, on_retrying=self.promoter.wake)
+        self.pruner = Pruner(self.db, config)
+        self.listener = Listener(
+            self.db, on_pending=self.dispatcher.wake, on_due=self.promoter.wake
+        )
+        self.health = health.HealthServicer()
+        threads = config.max_streams + config.rpc_threads
+        self.grpc_server = grpc.server(
+            futures.ThreadPoolExecutor(max_workers=threads, thread_name_prefix="pulse-rpc"),
+            # Beyond this the server answers RESOURCE_EXHAUSTED at once
+            # instead of queueing calls behind busy threads.
+            maximum_concurrent_rpcs=threads,
+            options=[
+                ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
+                ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
+                ("grpc.keepalive_time_ms", 20_000),
+                ("grpc.keepalive_timeout_ms", 10_000),
+                ("grpc.keepalive_permit_without_calls", 1),
+                ("grpc.http2.min_ping_interval_without_data_ms", 5_000),
+                ("grpc.so_reuseport", 0),
+            ],
+        )
+        pulse_pb2_grpc.add_PulseServicer_to_server(self.service, self.grpc_server)
+        health_pb2_grpc.add_HealthServicer_to_server(self.health, self.grpc_server)
+        reflection.enable_server_reflection(
+            (SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), self.grpc_server
+        )
+        self.port = 0
+        self._stopped = threading.Event()
+
+    def start(self) -> None:
+        """Migrate, bind, and start every thread. Returns once serving."""
+        applied = apply_migrations(self.db)
+        if applied:
+            log.info("server.migrated ids=%s", ",".join(applied))
+        self.port = self.grpc_server.add_insecure_port(self.config.grpc_addr)
+        if self.port == 0:
+            raise ConfigError(
+                f"PULSE_GRPC_ADDR={self.config.grpc_addr!r}: cannot listen there "
+                "(address in use or not local)"
+            )
+        self.service.start()
+        self.dispatcher.start()
+        for loop in (self.promoter, self.watchdog, self.pruner):
+            loop.start()
+        self.listener.start()
+        self.grpc_server.start()
+        for name in ("", SERVICE_NAME):
+            self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
+        log.info(
+            "server.started addr=%s port=%d pid=%d", self.config.grpc_addr, self.port, os.getpid()
+        )
+
+    def stop(self) -> None:
+        """Stop taking calls, end the streams, flush, close. Idempotent."""
+        if self._stopped.is_set():
+            return
+        self._stopped.set()
+        log.info("server.stopping grace=%.1fs", self.config.shutdown_grace_seconds)
+        self.health.enter_graceful_shutdown()
+        done = self.grpc_server.stop(self.config.shutdown_grace_seconds)
+        # Streams end now, so their workers reconnect to another replica;
+        # unary calls in flight get the grace period.
+        self.service.stop()
+        done.wait(self.config.shutdown_grace_seconds)
+        self.listener.stop()
+        for loop in (self.promoter, self.watchdog, self.pruner):
+            loop.stop()
+        self.dispatcher.stop()
+        self.db.close()
+        log.info("server.stopped")
+
+    def wait(self) -> None:
+        self.grpc_server.wait_for_termination()
+
+
+def main() -> None:
+    """Entry point of the ``pulsed`` command."""
+    logging.basicConfig(
+        level=os.environ.get("PULSE_LOG_LEVEL", "INFO").upper(),
+        format="%(asctime)s %(levelname)s %(name)s %(message)s",
+    )
+    try:
+        config = Config.from_env()
+        server = Server(config)
+        server.start()
+    except ConfigError as exc:
+        print(f"pulsed: {exc}", file=sys.stderr)
+        sys.exit(2)
+    except PulseError as exc:
+        print(f"pulsed: cannot start: {exc}", file=sys.stderr)
+        sys.exit(1)
+
+    def on_signal(signum: int, frame: FrameType | None) -> None:
+        log.info("server.signal signal=%s", signal.Signals(signum).name)
+        threading.Thread(target=server.stop, name="pulse-shutdown").start()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    server.wait()
+    server.stop()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,287 @@
+"""The gRPC service: each RPC validates, acts through one owner module and
+answers. Pulse errors become gRPC statuses here, by one table (each error
+class carries its status), with the stable error code in the trailing
+metadata.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import threading
+from collections.abc import Callable, Iterator
+from typing import Any, TypeVar
+
+import grpc
+
+from pulse_client._proto.pulse.v1 import pulse_pb2 as pb
+from pulse_client._proto.pulse.v1 import pulse_pb2_grpc
+from pulse_client.errors import (
+    ERROR_CODE_METADATA_KEY,
+    InvalidArgument,
+    PulseError,
+    ResourceExhausted,
+)
+from pulsed import jobs, outcomes, stream, submits
+from pulsed.batching import GroupCommit
+from pulsed.config import Config
+from pulsed.database import Database
+from pulsed.dispatch import Dispatcher
+from pulsed.jobs import STATUS_TO_PROTO, to_timestamp
+from pulsed.loops import Promoter
+
+log = logging.getLogger(__name__)
+
+_R = TypeVar("_R")
+
+
+def abort_with(context: grpc.ServicerContext, error: PulseError) -> None:
+    """End the call with the error's status, message and pulse code."""
+    context.set_trailing_metadata(((ERROR_CODE_METADATA_KEY, error.code),))
+    context.abort(error.status, str(error))
+
+
+def _rpc(method: Callable[..., _R]) -> Callable[..., _R]:
+    """Turn pulse errors into statuses; never leak a traceback to the client."""
+
+    @functools.wraps(method)
+    def wrapper(self: PulseService, request: Any, context: grpc.ServicerContext) -> _R:
+        try:
+            return method(self, request, context)
+        except PulseError as exc:
+            if exc.status == grpc.StatusCode.INTERNAL:
+                log.error("rpc.failed method=%s error=%s", method.__name__, exc)
+            abort_with(context, exc)
+        except Exception:
+            log.exception("rpc.crashed method=%s", method.__name__)
+            abort_with(context, PulseError("Internal server error; see the server log"))
+        raise AssertionError("unreachable: abort raises")
+
+    return wrapper
+
+
+class PulseService(pulse_pb2_grpc.PulseServicer):
+    """Implements pulse.v1.Pulse on top of the database and the dispatcher."""
+
+    def __init__(
+        self,
+        db: Database,
+        config: Config,
+        dispatcher: Dispatcher,
+        promoter: Promoter,
+    ) -> None:
+        self.db = db
+        self.config = config
+        self.dispatcher = dispatcher
+        self.promoter = promoter
+        self.submit_writer: GroupCommit[submits.NewJob, submits.SubmitOutcome] = GroupCommit(
+            "submit-writer",
+            self._insert_jobs,
+            max_batch=config.flush_batch,
+            max_wait_seconds=config.flush_ms / 1000,
+        )
+        self.results_writer: GroupCommit[outcomes.Report, outcomes.Ack] = GroupCommit(
+            "result-writer",
+            self._apply_results,
+            max_batch=config.flush_batch,
+            max_wait_seconds=config.flush_ms / 1000,
+        )
+        self.heartbeat_writer: GroupCommit[outcomes.Beat, outcomes.BeatReply] = GroupCommit(
+            "heartbeat-writer",
+            self._extend_leases,
+            max_batch=config.flush_batch,
+            max_wait_seconds=config.flush_ms / 1000,
+        )
+        self._streams_lock = threading.Lock()
+        self._open_streams = 0
+        self._sessions: set[stream.StreamSession] = set()
+
+    def start(self) -> None:
+        for writer in (self.submit_writer, self.results_writer, self.heartbeat_writer):
+            writer.start()
+
+    def stop(self) -> None:
+        """Close every stream (workers reconnect elsewhere) and flush writers."""
+        with self._streams_lock:
+            sessions = list(self._sessions)
+        for session in sessions:
+            session.close()
+        for writer in (self.submit_writer, self.results_writer, self.heartbeat_writer):
+            writer.stop()
+
+    # -- batch bodies, run by the writers' flusher threads ------------------
+
+    def _insert_jobs(self, new_jobs: list[submits.NewJob]) -> list[submits.SubmitOutcome]:
+        with self.db.transaction() as cur:
+            results, pending_topics, any_scheduled = submits.insert_jobs(cur, new_jobs)
+        if pending_topics:
+            self.dispatcher.wake(pending_topics)
+        if any_scheduled:
+            self.promoter.wake()
+        return results
+
+    def _apply_results(self, reports: list[outcomes.Report]) -> list[outcomes.Ack]:
+        with self.db.transaction() as cur:
+            return outcomes.apply_results(cur, reports, self.config)
+
+    def _extend_leases(self, beats: list[outcomes.Beat]) -> list[outcomes.BeatReply]:
+        with self.db.transaction() as cur:
+            return outcomes.extend_leases(cur, beats, self.config)
+
+    # -- RPCs ----------------------------------------------------------------
+
+    @_rpc
+    def SubmitJob(
+        self, request: pb.SubmitJobRequest, context: grpc.ServicerContext
+    ) -> pb.SubmitJobResponse:
+        new_job = submits.validate(request.job, self.config)
+        (result,) = self.submit_writer.call([new_job])
+        if result.error is not None:
+            raise result.error
+        if result.existed:
+            with self.db.transaction() as cur:
+                job = jobs.get_job(cur, result.job_id)
+            return pb.SubmitJobResponse(job=job, existed=True)
+        job = pb.Job(
+            id=result.job_id,
+            topic=new_job.topic,
+            payload=new_job.payload,
+            priority=new_job.priority,
+            status=STATUS_TO_PROTO[result.status],
+            max_attempts=new_job.max_attempts,
+            run_at=to_timestamp(result.run_at),
+            created_at=to_timestamp(result.created_at),
+            timeout_ms=new_job.timeout_ms,
+        )
+        return pb.SubmitJobResponse(job=job)
+
+    @_rpc
+    def SubmitJobs(
+        self, request: pb.SubmitJobsRequest, context: grpc.ServicerContext
+    ) -> pb.SubmitJobsResponse:
+        if len(request.jobs) > self.config.flush_batch * 10:
+            raise InvalidArgument(
+                f"{len(request.jobs)} jobs in one SubmitJobs; send at most "
+                f"{self.config.flush_batch * 10} per call"
+            )
+        answers: list[pb.SubmitResult | None] = [None] * len(request.jobs)
+        valid: list[tuple[int, submits.NewJob]] = []
+        for index, spec in enumerate(request.jobs):
+            try:
+                valid.append((index, submits.validate(spec, self.config)))
+            except PulseError as exc:
+                answers[index] = pb.SubmitResult(
+                    job_id=spec.id, error=pb.ErrorDetail(code=exc.code, message=str(exc))
+                )
+        if valid:
+            results = self.submit_writer.call([new_job for _, new_job in valid])
+            for (index, _), result in zip(valid, results):
+                answers[index] = _submit_result(result)
+        return pb.SubmitJobsResponse(results=answers)
+
+    def StreamJobs(
+        self, request_iterator: Iterator[pb.WorkerMessage], context: grpc.ServicerContext
+    ) -> Iterator[pb.ServerMessage]:
+        with self._streams_lock:
+            if self._open_streams >= self.config.max_streams:
+                full = True
+            else:
+                full = False
+                self._open_streams += 1
+        if full:
+            abort_with(
+                context,
+                ResourceExhausted(
+                    f"stream limit reached ({self.config.max_streams} open); "
+                    "raise PULSE_MAX_STREAMS or add a replica"
+                ),
+            )
+        session = None
+        try:
+            try:
+                first = next(request_iterator, None)
+                session = stream.open_session(first)
+            except PulseError as exc:
+                abort_with(context, exc)
+            assert first is not None and session is not None
+            with self._streams_lock:
+                self._sessions.add(session)
+            context.add_callback(session.close)
+            self.dispatcher.register(session, first.hello.credits)
+            threading.Thread(
+                target=stream.read_worker_messages,
+                args=(self, session, first, request_iterator),
+                name=f"pulse-stream-{session.worker_id[:40]}",
+                daemon=True,
+            ).start()
+            log.info(
+                "stream.opened worker_id=%s topics=%s credits=%d",
+                session.worker_id, ",".join(sorted(session.topics)), first.hello.credits,
+            )
+            yield pb.ServerMessage(lease_ms=int(self.config.lease_seconds * 1000))
+            yield from session.outgoing()
+            if session.error is not None:
+                abort_with(context, session.error)
+        finally:
+            if session is not None:
+                session.close()
+                self.dispatcher.unregister(session)
+                with self._streams_lock:
+                    self._sessions.discard(session)
+                log.info("stream.closed worker_id=%s", session.worker_id)
+            with self._streams_lock:
+                self._open_streams -= 1
+
+    @_rpc
+    def GetJob(self, request: pb.GetJobRequest, context: grpc.ServicerContext) -> pb.Job:
+        with self.db.transaction() as cur:
+            return jobs.get_job(cur, request.id)
+
+    @_rpc
+    def ListJobs(
+        self, request: pb.ListJobsRequest, context: grpc.ServicerContext
+    ) -> pb.ListJobsResponse:
+        if request.topic:
+            submits.validate_topic(request.topic)
+        with self.db.transaction() as cur:
+            page, token = jobs.list_jobs(
+                cur,
+                statuses=list(request.statuses),
+                topic=request.topic,
+                page_size=request.page_size,
+                page_token=request.page_token,
+            )
+        return pb.ListJobsResponse(jobs=page, next_page_token=token)
+
+    @_rpc
+    def CancelJob(self, request: pb.CancelJobRequest, context: grpc.ServicerContext) -> pb.Job:
+        with self.db.transaction() as cur:
+            job = jobs.cancel_job(cur, request.id)
+        log.info("job.cancel job_id=%s status=%s", job.id, pb.JobStatus.Name(job.status))
+        return job
+
+    @_rpc
+    def RequeueJob(self, request: pb.RequeueJobRequest, context: grpc.ServicerContext) -> pb.Job:
+        with self.db.transaction() as cur:
+            job = jobs.requeue_job(cur, request.id)
+        self.dispatcher.wake({job.topic})
+        log.info("job.requeue job_id=%s attempt=%d", job.id, job.attempt)
+        return job
+
+    @_rpc
+    def Stats(self, request: pb.StatsRequest, context: grpc.ServicerContext) -> pb.StatsResponse:
+        with self.db.transaction() as cur:
+            return jobs.stats(cur)
+
+
+def _submit_result(result: submits.SubmitOutcome) -> pb.SubmitResult:
+    if result.error is not None:
+        return pb.SubmitResult(
+            job_id=result.job_id,
+            error=pb.ErrorDetail(code=result.error.code, message=str(result.error)),
+        )
+    return pb.SubmitResult(
+        job_id=result.job_id,
+        existed=result.existed,
+        status=STATUS_TO_PROTO[result.status],
+    )

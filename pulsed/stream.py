@@ -1,0 +1,218 @@
+"""One worker stream (StreamJobs) on the server side.
+
+The gRPC handler thread yields the outbound messages; a reader thread takes
+the worker's messages (credits, results, heartbeats) and hands them to the
+dispatcher and to the batched writers. Everything the stream sends goes
+through one outbox, so messages never interleave.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import uuid
+from collections.abc import Iterator
+from typing import TYPE_CHECKING
+
+import grpc
+
+from pulse_client._proto.pulse.v1 import pulse_pb2 as pb
+from pulse_client.errors import InvalidArgument, PulseError, Unavailable
+from pulsed import outcomes
+from pulsed.jobs import STATUS_TO_PROTO
+from pulsed.submits import validate_topic
+
+if TYPE_CHECKING:
+    from pulsed.service import PulseService
+
+log = logging.getLogger(__name__)
+
+MAX_WORKER_ID_CHARS = 200
+MAX_TOPICS_PER_STREAM = 100
+
+
+class StreamSession:
+    """A connected worker as the dispatcher and the writers see it."""
+
+    def __init__(self, worker_id: str, topics: frozenset[str]) -> None:
+        self.worker_id = worker_id
+        self.topics = topics
+        self.credits = 0
+        self.error: PulseError | None = None
+        self._outbox: queue.SimpleQueue[pb.ServerMessage | None] = queue.SimpleQueue()
+        self._closed = threading.Event()
+
+    @property
+    def closed(self) -> bool:
+        return self._closed.is_set()
+
+    def send(self, message: pb.ServerMessage) -> bool:
+        if self._closed.is_set():
+            return False
+        self._outbox.put(message)
+        return True
+
+    def deliver(self, assignments: list[pb.Assignment]) -> bool:
+        return self.send(pb.ServerMessage(assignments=assignments))
+
+    def close(self, error: PulseError | None = None) -> None:
+        if self._closed.is_set():
+            return
+        if error is not None and self.error is None:
+            self.error = error
+        self._closed.set()
+        self._outbox.put(None)
+
+    def outgoing(self) -> Iterator[pb.ServerMessage]:
+        """Messages to send, until the session closes."""
+        while True:
+            message = self._outbox.get()
+            if message is None:
+                return
+            yield message
+
+
+def open_session(first: pb.WorkerMessage | None) -> StreamSession:
+    """Validate the opening message; raises InvalidArgument."""
+    if first is None or not first.HasField("hello"):
+        raise InvalidArgument("the first message on a stream must carry hello")
+    hello = first.hello
+    if not hello.worker_id or len(hello.worker_id) > MAX_WORKER_ID_CHARS:
+        raise InvalidArgument(
+            f"hello.worker_id must be 1-{MAX_WORKER_ID_CHARS} characters"
+        )
+    if not hello.topics:
+        raise InvalidArgument("hello.topics must name at least one topic")
+    if len(hello.topics) > MAX_TOPICS_PER_STREAM:
+        raise InvalidArgument(f"hello.topics names more than {MAX_TOPICS_PER_STREAM} topics")
+    for topic in hello.topics:
+        validate_topic(topic)
+    return StreamSession(hello.worker_id, frozenset(hello.topics))
+
+
+def read_worker_messages(
+    service: PulseService,
+    session: StreamSession,
+    first: pb.WorkerMessage,
+    requests: Iterator[pb.WorkerMessage],
+) -> None:
+    """The reader thread: apply what the worker sends until it stops."""
+    try:
+        _handle(service, session, first, opening=True)
+        for message in requests:
+            if session.closed:
+                break
+            _handle(service, session, message, opening=False)
+    except PulseError as exc:
+        session.close(exc)
+        return
+    except grpc.RpcError:
+        pass  # the worker went away; its leases lapse if it does not return
+    except Exception:
+        log.exception("stream.reader_crashed worker_id=%s", session.worker_id)
+    session.close()
+
+
+def _handle(
+    service: PulseService, session: StreamSession, message: pb.WorkerMessage, *, opening: bool
+) -> None:
+    if message.HasField("hello") and not opening:
+        raise InvalidArgument("hello may only be sent once, as the first message")
+    if message.results:
+        reports = [_report(session, result) for result in message.results]
+        service.results_writer.submit(
+            reports, lambda acks: _on_results(service, session, reports, acks)
+        )
+    if message.credits and not opening:
+        service.dispatcher.add_credits(session, message.credits)
+    if message.has_heartbeat and message.heartbeat:
+        beats = [
+            outcomes.Beat(_job_id(b.job_id), b.attempt, session.worker_id)
+            for b in message.heartbeat
+        ]
+        service.heartbeat_writer.submit(
+            beats, lambda replies: _on_heartbeat(session, beats, replies)
+        )
+
+
+def _job_id(text: str) -> uuid.UUID:
+    try:
+        return uuid.UUID(text)
+    except ValueError:
+        raise InvalidArgument(f"job id {text[:100]!r} is not a UUID") from None
+
+
+def _report(session: StreamSession, result: pb.JobResult) -> outcomes.Report:
+    if result.outcome not in (
+        pb.OUTCOME_SUCCEEDED, pb.OUTCOME_FAILED, pb.OUTCOME_FAILED_PERMANENTLY
+    ):
+        raise InvalidArgument(f"result for job {result.job_id!r} has no valid outcome")
+    if not 0 <= result.retry_delay_ms <= outcomes.MAX_RETRY_DELAY_MS:
+        raise InvalidArgument(
+            f"retry_delay_ms {result.retry_delay_ms} is out of range "
+            f"0..{outcomes.MAX_RETRY_DELAY_MS}"
+        )
+    return outcomes.Report(
+        job_id=_job_id(result.job_id),
+        attempt=result.attempt,
+        worker_id=session.worker_id,
+        outcome=result.outcome,
+        error=result.error,
+        retry_delay_ms=result.retry_delay_ms,
+    )
+
+
+def _on_results(
+    service: PulseService,
+    session: StreamSession,
+    reports: list[outcomes.Report],
+    acks: list[outcomes.Ack] | BaseException,
+) -> None:
+    if isinstance(acks, BaseException):
+        # Not acknowledged: the worker sends them again once it reconnects.
+        session.close(acks if isinstance(acks, PulseError) else Unavailable(str(acks)))
+        return
+    session.send(
+        pb.ServerMessage(
+            acks=[
+                pb.ResultAck(
+                    job_id=str(report.job_id),
+                    attempt=report.attempt,
+                    accepted=ack.accepted,
+                    status=STATUS_TO_PROTO.get(ack.status, pb.JOB_STATUS_UNSPECIFIED),
+                )
+                for report, ack in zip(reports, acks)
+            ]
+        )
+    )
+    if any(ack.status == "retrying" for ack in acks):
+        service.promoter.wake()
+    for report, ack in zip(reports, acks):
+        if not ack.accepted:
+            log.info(
+                "job.result_refused job_id=%s attempt=%d worker_id=%s",
+                report.job_id, report.attempt, report.worker_id,
+            )
+
+
+def _on_heartbeat(
+    session: StreamSession,
+    beats: list[outcomes.Beat],
+    replies: list[outcomes.BeatReply] | BaseException,
+) -> None:
+    if isinstance(replies, BaseException):
+        return  # the next heartbeat tries again; leases are long
+    lost = [
+        pb.LostJob(
+            job_id=str(beat.job_id),
+            attempt=beat.attempt,
+            reason=pb.LOSS_REASON_CANCEL_REQUESTED
+            if reply.cancel_requested
+            else pb.LOSS_REASON_LEASE_LOST,
+        )
+        for beat, reply in zip(beats, replies)
+        if not reply.held or reply.cancel_requested
+    ]
+    if lost:
+        session.send(pb.ServerMessage(lost=lost))
