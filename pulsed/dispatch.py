@@ -87,6 +87,7 @@ class Dispatcher:
         self._config = config
         self._cond = threading.Condition()
         self._receivers: list[Receiver] = []
+        self._draining: set[Receiver] = set()
         self._idle_groups: set[frozenset[str]] = set()
         self._stopping = False
         self._next_poll = 0.0
@@ -115,11 +116,20 @@ class Dispatcher:
         with self._cond:
             if receiver in self._receivers:
                 self._receivers.remove(receiver)
+            self._draining.discard(receiver)
 
     def add_credits(self, receiver: Receiver, credits: int) -> None:
         with self._cond:
+            if receiver in self._draining:
+                return
             receiver.credits = min(receiver.credits + credits, MAX_CREDITS_PER_STREAM)
             self._cond.notify_all()
+
+    def drain(self, receiver: Receiver) -> None:
+        """The stream takes no more work."""
+        with self._cond:
+            self._draining.add(receiver)
+            receiver.credits = 0
 
     def wake(self, topics: Iterable[str] | None = None) -> None:
         """New pending work for ``topics`` (None: possibly any topic)."""
@@ -207,7 +217,8 @@ class Dispatcher:
             if len(rows) < len(slots):
                 self._idle_groups.add(group)
             for index, assignments in by_receiver.items():
-                ordered[index].credits -= len(assignments)
+                receiver = ordered[index]
+                receiver.credits = max(0, receiver.credits - len(assignments))
         for index, assignments in by_receiver.items():
             receiver = ordered[index]
             if not receiver.deliver(assignments):

@@ -124,7 +124,9 @@ def _handle(
         service.results_writer.submit(
             reports, lambda acks: _on_results(service, session, reports, acks)
         )
-    if message.credits and not opening:
+    if message.draining:
+        service.dispatcher.drain(session)
+    elif message.credits:
         service.dispatcher.add_credits(session, message.credits)
     if message.has_heartbeat and message.heartbeat:
         beats = [

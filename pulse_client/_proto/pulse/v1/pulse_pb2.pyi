@@ -601,7 +601,8 @@ class Hello(_message.Message):
     The server never has more assignments outstanding than the credits it was
     given, and each assignment uses one credit. A worker that finishes a job
     and can take another sends credits = 1 (usually in the same message as
-    the result).
+    the result). The opening message's own credits field, if set, adds to
+    hello.credits.
 
     Results: each carries job_id and attempt. The server applies a batch of
     results in one transaction and then answers with ResultAck entries; a
@@ -709,8 +710,14 @@ class WorkerMessage(_message.Message):
     RESULTS_FIELD_NUMBER: _builtins.int
     HEARTBEAT_FIELD_NUMBER: _builtins.int
     HAS_HEARTBEAT_FIELD_NUMBER: _builtins.int
+    DRAINING_FIELD_NUMBER: _builtins.int
     credits: _builtins.int
     has_heartbeat: _builtins.bool
+    draining: _builtins.bool
+    """The worker is shutting down: the server drops its remaining credits and
+    sends no more assignments on this stream. Results and heartbeats are
+    still accepted.
+    """
     @_builtins.property
     def hello(self) -> Global___Hello: ...
     @_builtins.property
@@ -727,10 +734,11 @@ class WorkerMessage(_message.Message):
         results: _abc.Iterable[Global___JobResult] | None = ...,
         heartbeat: _abc.Iterable[Global___RunningJob] | None = ...,
         has_heartbeat: _builtins.bool = ...,
+        draining: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["hello", b"hello"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["credits", b"credits", "has_heartbeat", b"has_heartbeat", "heartbeat", b"heartbeat", "hello", b"hello", "results", b"results"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["credits", b"credits", "draining", b"draining", "has_heartbeat", b"has_heartbeat", "heartbeat", b"heartbeat", "hello", b"hello", "results", b"results"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

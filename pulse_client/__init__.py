@@ -1,0 +1,56 @@
+"""pulse_client: the Python SDK of the pulse job queue.
+
+    from pulse_client import Pulse, JobContext
+
+    pulse = Pulse("localhost:50051", concurrency=8)
+
+    @pulse.handler("emails.send")
+    def send(args: dict, ctx: JobContext) -> None: ...
+
+    pulse.enqueue("emails.send", {"to": "a@example.com"})
+    pulse.run()
+"""
+
+from pulse_client.client import Pulse, SubmitRefused
+from pulse_client.context import JobContext, PermanentError, RetryLater
+from pulse_client.errors import (
+    ClientClosed,
+    DeadlineExceeded,
+    InvalidArgument,
+    InvalidState,
+    JobConflict,
+    JobNotFound,
+    PermissionDenied,
+    PulseError,
+    ResourceExhausted,
+    Unauthenticated,
+    Unavailable,
+)
+from pulse_client.ids import new_job_id
+from pulse_client.models import Job, JobPage, JobStatus, NewJob, Stats, TopicStats
+
+__all__ = [
+    "ClientClosed",
+    "DeadlineExceeded",
+    "InvalidArgument",
+    "InvalidState",
+    "Job",
+    "JobConflict",
+    "JobContext",
+    "JobNotFound",
+    "JobPage",
+    "JobStatus",
+    "NewJob",
+    "PermanentError",
+    "PermissionDenied",
+    "Pulse",
+    "PulseError",
+    "ResourceExhausted",
+    "RetryLater",
+    "Stats",
+    "SubmitRefused",
+    "TopicStats",
+    "Unauthenticated",
+    "Unavailable",
+    "new_job_id",
+]

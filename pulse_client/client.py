@@ -1,0 +1,336 @@
+"""The Pulse client: enqueue work, inspect and steer jobs, run handlers."""
+
+from __future__ import annotations
+
+import datetime
+import logging
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from typing import Any, TypeVar
+
+from google.protobuf import timestamp_pb2
+
+from pulse_client._proto.pulse.v1 import pulse_pb2 as pb
+from pulse_client.connection import DEFAULT_TIMEOUT_SECONDS, Connection, parse_addresses
+from pulse_client.errors import InvalidArgument, PulseError, error_class
+from pulse_client.handlers import Handler, encode_payload, make_handler
+from pulse_client.ids import new_job_id
+from pulse_client.models import Job, JobPage, JobStatus, NewJob, Stats, status_to_proto
+from pulse_client.worker import Runtime, default_worker_id
+
+log = logging.getLogger(__name__)
+
+_F = TypeVar("_F", bound=Callable[..., Any])
+
+# SubmitJobs calls are kept below the server's message and batch limits.
+_SUBMIT_CHUNK_JOBS = 1000
+_SUBMIT_CHUNK_BYTES = 16 * 1024 * 1024
+
+
+class SubmitRefused(PulseError):
+    """Some jobs of an ``enqueue_many`` batch were refused; the rest were stored.
+
+    ``job_ids`` lists the id of every job in input order (stored or not) and
+    ``errors`` maps the index of each refused job to its error.
+    """
+
+    code = "submit_refused"
+
+    def __init__(self, message: str, job_ids: list[str], errors: dict[int, PulseError]):
+        super().__init__(message)
+        self.job_ids = job_ids
+        self.errors = errors
+
+
+class Pulse:
+    """A client of one pulse deployment, and the worker that runs its handlers.
+
+    ``addr`` names one replica (``"host:port"``) or several (a list, or a
+    comma-separated string); calls fail over between them. The client is
+    thread-safe: any number of threads may enqueue and query through it
+    while ``run()`` processes jobs. It holds network channels until
+    ``close()`` (or the end of a ``with`` block); a closed client raises
+    ``ClientClosed``.
+    """
+
+    def __init__(
+        self,
+        addr: str | Sequence[str] | None = None,
+        *,
+        concurrency: int = 8,
+        user: str | None = None,
+        password: str | None = None,
+        tls: bool = False,
+        ca_file: str | None = None,
+        worker_id: str | None = None,
+        grace_seconds: float = 30.0,
+        heartbeat_seconds: float | None = None,
+        timeout_seconds: float = DEFAULT_TIMEOUT_SECONDS,
+    ) -> None:
+        if concurrency < 1:
+            raise InvalidArgument(f"concurrency must be at least 1, got {concurrency}")
+        self._connection = Connection(
+            parse_addresses(addr),
+            user=user,
+            password=password,
+            tls=tls,
+            ca_file=ca_file,
+            timeout_seconds=timeout_seconds,
+        )
+        self._handlers: dict[str, Handler] = {}
+        self.concurrency = concurrency
+        self.worker_id = worker_id or default_worker_id()
+        self._grace_seconds = grace_seconds
+        self._heartbeat_seconds = heartbeat_seconds
+        self._runtime: Runtime | None = None
+
+    # -- lifecycle ---------------------------------------------------------
+
+    def __enter__(self) -> Pulse:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Stop the worker if it runs and close the channels."""
+        if self._runtime is not None:
+            self._runtime.stop()
+        self._connection.close()
+
+    @property
+    def addresses(self) -> list[str]:
+        return list(self._connection.addresses)
+
+    # -- handlers and the worker -------------------------------------------
+
+    def register(self, topic: str, fn: Callable[..., Any]) -> None:
+        """Run ``fn`` for jobs of ``topic`` (see ``handler`` for its shape)."""
+        if topic in self._handlers:
+            raise InvalidArgument(f"a handler for topic {topic!r} is already registered")
+        if self._runtime is not None:
+            raise InvalidArgument("register handlers before run()")
+        self._handlers[topic] = make_handler(topic, fn)
+
+    def handler(self, topic: str) -> Callable[[_F], _F]:
+        """Decorator form of ``register``.
+
+        The handler takes ``(args)`` or ``(args, context)``. The annotation of
+        ``args`` decides how the JSON payload is decoded: a dataclass is
+        built from it, ``bytes`` gets the raw payload, anything else the
+        decoded JSON. ``context`` is a ``JobContext``. Returning ends the job
+        completed; raising retries it with backoff (``RetryLater`` sets the
+        delay, ``PermanentError`` dead-letters it at once).
+        """
+
+        def decorate(fn: _F) -> _F:
+            self.register(topic, fn)
+            return fn
+
+        return decorate
+
+    @property
+    def topics(self) -> list[str]:
+        return sorted(self._handlers)
+
+    def run(self) -> None:
+        """Process jobs of the registered topics until ``stop()`` or SIGTERM.
+
+        Blocks. On stop it takes no new work, lets running handlers finish
+        within the grace period, reports their results and returns.
+        """
+        self._runtime = Runtime(
+            self._connection,
+            dict(self._handlers),
+            concurrency=self.concurrency,
+            worker_id=self.worker_id,
+            grace_seconds=self._grace_seconds,
+            heartbeat_seconds=self._heartbeat_seconds,
+        )
+        self._runtime.run()
+
+    def stop(self) -> None:
+        """Ask ``run()`` to drain and return. Safe from any thread."""
+        if self._runtime is not None:
+            self._runtime.stop()
+
+    # -- submitting ----------------------------------------------------------
+
+    def enqueue(
+        self,
+        topic: str,
+        args: Any = None,
+        *,
+        priority: int = 0,
+        delay: datetime.timedelta | float | None = None,
+        run_at: datetime.datetime | None = None,
+        max_attempts: int | None = None,
+        job_id: str | None = None,
+        timeout: datetime.timedelta | float | None = None,
+    ) -> str:
+        """Submit one job and return its id once it is committed.
+
+        ``args`` is encoded as JSON (a dataclass as its fields); bytes are
+        sent as they are. ``delay`` (seconds or a timedelta) or ``run_at``
+        postpones it. The id is generated here (a UUIDv7) unless given, so
+        calling again with the same ``job_id`` never creates a second job.
+        """
+        spec = _spec(
+            NewJob(topic, args, priority, delay, run_at, max_attempts, job_id, timeout)
+        )
+        response = self._connection.call(
+            lambda stub: stub.SubmitJob(
+                pb.SubmitJobRequest(job=spec), **self._connection.kwargs()
+            )
+        )
+        return response.job.id
+
+    def enqueue_many(self, jobs: Iterable[NewJob]) -> list[str]:
+        """Submit many jobs in as few calls and commits as possible.
+
+        Returns the ids in input order. If some jobs are refused the others
+        are still stored, and ``SubmitRefused`` says which failed and why.
+        """
+        specs = [_spec(job) for job in jobs]
+        ids = [spec.id for spec in specs]
+        errors: dict[int, PulseError] = {}
+        for start, chunk in _chunks(specs):
+            response = self._connection.call(
+                lambda stub, chunk=chunk: stub.SubmitJobs(
+                    pb.SubmitJobsRequest(jobs=chunk), **self._connection.kwargs()
+                )
+            )
+            for offset, result in enumerate(response.results):
+                if result.HasField("error"):
+                    errors[start + offset] = error_class(result.error.code)(
+                        result.error.message
+                    )
+        if errors:
+            first = min(errors)
+            raise SubmitRefused(
+                f"{len(errors)} of {len(ids)} jobs refused; first, job {first}: "
+                f"{errors[first]}",
+                ids,
+                errors,
+            )
+        return ids
+
+    # -- inspecting and steering --------------------------------------------
+
+    def get_job(self, job_id: str) -> Job:
+        response = self._connection.call(
+            lambda stub: stub.GetJob(pb.GetJobRequest(id=job_id), **self._connection.kwargs())
+        )
+        return Job.from_proto(response)
+
+    def list_jobs(
+        self,
+        *,
+        status: JobStatus | str | Iterable[JobStatus | str] | None = None,
+        topic: str | None = None,
+        limit: int = 100,
+        page_token: str = "",
+    ) -> JobPage:
+        """One page of jobs, newest first, filtered by status and topic."""
+        if status is None:
+            statuses = []
+        elif isinstance(status, str):
+            statuses = [status_to_proto(status)]
+        else:
+            statuses = [status_to_proto(s) for s in status]
+        request = pb.ListJobsRequest(
+            statuses=statuses, topic=topic or "", page_size=limit, page_token=page_token
+        )
+        response = self._connection.call(
+            lambda stub: stub.ListJobs(request, **self._connection.kwargs())
+        )
+        return JobPage([Job.from_proto(j) for j in response.jobs], response.next_page_token)
+
+    def iter_jobs(
+        self,
+        *,
+        status: JobStatus | str | Iterable[JobStatus | str] | None = None,
+        topic: str | None = None,
+        page_size: int = 500,
+    ) -> Iterator[Job]:
+        """Every matching job, newest first, fetched page by page."""
+        token = ""
+        while True:
+            page = self.list_jobs(status=status, topic=topic, limit=page_size, page_token=token)
+            yield from page.jobs
+            if not page.next_page_token:
+                return
+            token = page.next_page_token
+
+    def cancel(self, job_id: str) -> Job:
+        """Cancel a job that has not finished (a running one is asked to stop)."""
+        response = self._connection.call(
+            lambda stub: stub.CancelJob(
+                pb.CancelJobRequest(id=job_id), **self._connection.kwargs()
+            )
+        )
+        return Job.from_proto(response)
+
+    def requeue(self, job_id: str) -> Job:
+        """Put a dead-lettered or canceled job back in line with a fresh budget."""
+        response = self._connection.call(
+            lambda stub: stub.RequeueJob(
+                pb.RequeueJobRequest(id=job_id), **self._connection.kwargs()
+            )
+        )
+        return Job.from_proto(response)
+
+    def stats(self) -> Stats:
+        response = self._connection.call(
+            lambda stub: stub.Stats(pb.StatsRequest(), **self._connection.kwargs())
+        )
+        return Stats.from_proto(response)
+
+
+def _spec(job: NewJob) -> pb.JobSpec:
+    if job.delay is not None and job.run_at is not None:
+        raise InvalidArgument("give delay or run_at, not both")
+    if job.max_attempts is not None and job.max_attempts < 1:
+        raise InvalidArgument(f"max_attempts must be at least 1, got {job.max_attempts}")
+    spec = pb.JobSpec(
+        id=job.job_id or new_job_id(),
+        topic=job.topic,
+        payload=encode_payload(job.args),
+        priority=job.priority,
+        max_attempts=job.max_attempts or 0,
+        timeout_ms=_milliseconds(job.timeout, "timeout"),
+    )
+    if job.delay is not None:
+        spec.delay_ms = _milliseconds(job.delay, "delay")
+    if job.run_at is not None:
+        if job.run_at.tzinfo is None:
+            raise InvalidArgument(
+                f"run_at {job.run_at.isoformat()} has no time zone; pass an aware datetime"
+            )
+        ts = timestamp_pb2.Timestamp()
+        ts.FromDatetime(job.run_at)
+        spec.run_at.CopyFrom(ts)
+    return spec
+
+
+def _milliseconds(value: datetime.timedelta | float | None, name: str) -> int:
+    if value is None:
+        return 0
+    seconds = value.total_seconds() if isinstance(value, datetime.timedelta) else value
+    if seconds < 0:
+        raise InvalidArgument(f"{name} must not be negative, got {seconds}s")
+    return round(seconds * 1000)
+
+
+def _chunks(specs: list[pb.JobSpec]) -> Iterator[tuple[int, list[pb.JobSpec]]]:
+    start = 0
+    chunk: list[pb.JobSpec] = []
+    size = 0
+    for index, spec in enumerate(specs):
+        spec_bytes = spec.ByteSize()
+        if chunk and (len(chunk) >= _SUBMIT_CHUNK_JOBS or size + spec_bytes > _SUBMIT_CHUNK_BYTES):
+            yield start, chunk
+            start, chunk, size = index, [], 0
+        chunk.append(spec)
+        size += spec_bytes
+    if chunk:
+        yield start, chunk

@@ -1,0 +1,147 @@
+"""Channels to one or more pulsed replicas, credentials, and error mapping.
+
+Unary calls go to the current replica; when it is unavailable the call is
+tried once on each other replica before the error reaches the caller. Every
+RPC pulse exposes is safe to repeat (submits are idempotent by job id).
+"""
+
+from __future__ import annotations
+
+import base64
+import threading
+from collections.abc import Callable, Sequence
+from typing import Any, TypeVar
+
+import grpc
+
+from pulse_client._proto.pulse.v1 import pulse_pb2_grpc
+from pulse_client.errors import (
+    ClientClosed,
+    InvalidArgument,
+    Unavailable,
+    from_rpc_error,
+)
+
+DEFAULT_ADDR = "localhost:50051"
+DEFAULT_TIMEOUT_SECONDS = 30.0
+_MAX_MESSAGE_BYTES = 64 * 1024 * 1024
+
+_T = TypeVar("_T")
+
+
+def parse_addresses(addr: str | Sequence[str] | None) -> list[str]:
+    """``"a:1,b:2"``, ``["a:1", "b:2"]`` or None (the default address)."""
+    if addr is None:
+        return [DEFAULT_ADDR]
+    parts = addr.split(",") if isinstance(addr, str) else list(addr)
+    addresses = [part.strip() for part in parts if part and part.strip()]
+    if not addresses:
+        raise InvalidArgument(f"no server address in {addr!r}")
+    return addresses
+
+
+class Connection:
+    """Channels and stubs for every address. Thread-safe."""
+
+    def __init__(
+        self,
+        addresses: list[str],
+        *,
+        user: str | None = None,
+        password: str | None = None,
+        tls: bool = False,
+        ca_file: str | None = None,
+        timeout_seconds: float = DEFAULT_TIMEOUT_SECONDS,
+    ) -> None:
+        if (user is None) != (password is None):
+            raise InvalidArgument("give both user and password, or neither")
+        self.addresses = addresses
+        self.timeout_seconds = timeout_seconds
+        self._metadata: tuple[tuple[str, str], ...] = ()
+        if user is not None and password is not None:
+            token = base64.b64encode(f"{user}:{password}".encode()).decode()
+            self._metadata = (("authorization", f"Basic {token}"),)
+        self._credentials = None
+        if tls or ca_file:
+            root = None
+            if ca_file:
+                try:
+                    with open(ca_file, "rb") as f:
+                        root = f.read()
+                except OSError as exc:
+                    raise InvalidArgument(f"cannot read ca_file {ca_file!r}: {exc}") from None
+            self._credentials = grpc.ssl_channel_credentials(root_certificates=root)
+        self._lock = threading.Lock()
+        self._channels: dict[str, grpc.Channel] = {}
+        self._current = 0
+        self._closed = False
+
+    @property
+    def metadata(self) -> tuple[tuple[str, str], ...]:
+        return self._metadata
+
+    def stub(self, index: int | None = None) -> tuple[str, pulse_pb2_grpc.PulseStub]:
+        """The stub of the current (or the given) replica and its address."""
+        with self._lock:
+            if self._closed:
+                raise ClientClosed("the Pulse client is closed")
+            i = self._current if index is None else index
+            address = self.addresses[i % len(self.addresses)]
+            channel = self._channels.get(address)
+            if channel is None:
+                channel = self._open(address)
+                self._channels[address] = channel
+        return address, pulse_pb2_grpc.PulseStub(channel)
+
+    def rotate(self) -> None:
+        """Prefer the next replica from now on."""
+        with self._lock:
+            self._current = (self._current + 1) % len(self.addresses)
+
+    def call(self, invoke: Callable[[pulse_pb2_grpc.PulseStub], _T]) -> _T:
+        """Run a unary call, failing over to other replicas when unavailable."""
+        tried = []
+        last: grpc.RpcError | None = None
+        for _ in self.addresses:
+            address, stub = self.stub()
+            try:
+                return invoke(stub)
+            except grpc.RpcError as exc:
+                if exc.code() != grpc.StatusCode.UNAVAILABLE:  # type: ignore[attr-defined]
+                    raise from_rpc_error(exc) from None
+                tried.append(address)
+                last = exc
+                self.rotate()
+        assert last is not None
+        details = last.details() if isinstance(last, grpc.Call) else str(last)
+        raise Unavailable(
+            f"server unavailable at {', '.join(tried)}: {details}"
+        ) from last
+
+    def kwargs(self, timeout_seconds: float | None = None) -> dict[str, Any]:
+        return {
+            "timeout": self.timeout_seconds if timeout_seconds is None else timeout_seconds,
+            "metadata": self._metadata,
+        }
+
+    def close(self) -> None:
+        with self._lock:
+            self._closed = True
+            channels, self._channels = list(self._channels.values()), {}
+        for channel in channels:
+            channel.close()
+
+    def _open(self, address: str) -> grpc.Channel:
+        options = [
+            ("grpc.max_receive_message_length", _MAX_MESSAGE_BYTES),
+            ("grpc.max_send_message_length", _MAX_MESSAGE_BYTES),
+            ("grpc.keepalive_time_ms", 20_000),
+            ("grpc.keepalive_timeout_ms", 10_000),
+            ("grpc.keepalive_permit_without_calls", 1),
+            # Reconnect quickly after a replica restarts.
+            ("grpc.initial_reconnect_backoff_ms", 100),
+            ("grpc.max_reconnect_backoff_ms", 2_000),
+        ]
+        if self._credentials is not None:
+            return grpc.secure_channel(address, self._credentials, options=options)
+        return grpc.insecure_channel(address, options=options)
