@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime
 import logging
+import os
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any, TypeVar
 
@@ -45,7 +46,9 @@ class Pulse:
     """A client of one pulse deployment, and the worker that runs its handlers.
 
     ``addr`` names one replica (``"host:port"``) or several (a list, or a
-    comma-separated string); calls fail over between them. The client is
+    comma-separated string); calls fail over between them. Without it,
+    ``PULSE_ADDR`` is used, then ``localhost:50051``; likewise ``user`` and
+    ``password`` default to ``PULSE_USER`` and ``PULSE_PASSWORD``. The client is
     thread-safe: any number of threads may enqueue and query through it
     while ``run()`` processes jobs. It holds network channels until
     ``close()`` (or the end of a ``with`` block); a closed client raises
@@ -66,6 +69,12 @@ class Pulse:
         heartbeat_seconds: float | None = None,
         timeout_seconds: float = DEFAULT_TIMEOUT_SECONDS,
     ) -> None:
+        # Unset arguments come from the environment, read here, never at import.
+        addr = addr or os.environ.get("PULSE_ADDR") or None
+        if user is None and password is None:
+            user = os.environ.get("PULSE_USER") or None
+            if user is not None:
+                password = os.environ.get("PULSE_PASSWORD", "")
         if concurrency < 1:
             raise InvalidArgument(f"concurrency must be at least 1, got {concurrency}")
         self._connection = Connection(
@@ -79,7 +88,7 @@ class Pulse:
         self._handlers: dict[str, Handler] = {}
         self.concurrency = concurrency
         self.worker_id = worker_id or default_worker_id()
-        self._grace_seconds = grace_seconds
+        self.grace_seconds = grace_seconds
         self._heartbeat_seconds = heartbeat_seconds
         self._runtime: Runtime | None = None
 
@@ -143,7 +152,7 @@ class Pulse:
             dict(self._handlers),
             concurrency=self.concurrency,
             worker_id=self.worker_id,
-            grace_seconds=self._grace_seconds,
+            grace_seconds=self.grace_seconds,
             heartbeat_seconds=self._heartbeat_seconds,
         )
         self._runtime.run()
