@@ -15,6 +15,7 @@ from pulse_client.connection import DEFAULT_TIMEOUT_SECONDS, Connection, parse_a
 from pulse_client.errors import InvalidArgument, PulseError, error_class
 from pulse_client.handlers import Handler, encode_payload, make_handler
 from pulse_client.ids import new_job_id
+from pulse_client.submitter import Submitter
 from pulse_client.models import Job, JobPage, JobStatus, NewJob, Stats, status_to_proto
 from pulse_client.worker import Runtime, default_worker_id
 
@@ -91,6 +92,7 @@ class Pulse:
         self.grace_seconds = grace_seconds
         self._heartbeat_seconds = heartbeat_seconds
         self._runtime: Runtime | None = None
+        self._submitter = Submitter(self._submit_jobs)
 
     # -- lifecycle ---------------------------------------------------------
 
@@ -182,16 +184,21 @@ class Pulse:
         sent as they are. ``delay`` (seconds or a timedelta) or ``run_at``
         postpones it. The id is generated here (a UUIDv7) unless given, so
         calling again with the same ``job_id`` never creates a second job.
+        Concurrent calls from several threads share SubmitJobs calls and
+        commits; each still returns only after its own job is committed.
         """
         spec = _spec(
             NewJob(topic, args, priority, delay, run_at, max_attempts, job_id, timeout)
         )
+        return self._submitter.submit(spec).job_id
+
+    def _submit_jobs(self, specs: list[pb.JobSpec]) -> list[pb.SubmitResult]:
         response = self._connection.call(
-            lambda stub: stub.SubmitJob(
-                pb.SubmitJobRequest(job=spec), **self._connection.kwargs()
+            lambda stub: stub.SubmitJobs(
+                pb.SubmitJobsRequest(jobs=specs), **self._connection.kwargs()
             )
         )
-        return response.job.id
+        return list(response.results)
 
     def enqueue_many(self, jobs: Iterable[NewJob]) -> list[str]:
         """Submit many jobs in as few calls and commits as possible.
@@ -203,12 +210,7 @@ class Pulse:
         ids = [spec.id for spec in specs]
         errors: dict[int, PulseError] = {}
         for start, chunk in _chunks(specs):
-            response = self._connection.call(
-                lambda stub, chunk=chunk: stub.SubmitJobs(
-                    pb.SubmitJobsRequest(jobs=chunk), **self._connection.kwargs()
-                )
-            )
-            for offset, result in enumerate(response.results):
+            for offset, result in enumerate(self._submit_jobs(chunk)):
                 if result.HasField("error"):
                     errors[start + offset] = error_class(result.error.code)(
                         result.error.message

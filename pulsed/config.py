@@ -58,8 +58,10 @@ class Config:
     prune_seconds: float = 60.0
     # PULSE_CLAIM_BATCH: most jobs one claim statement takes.
     claim_batch: int = 500
-    # PULSE_FLUSH_MS: how long the result writer waits to fill a batch.
-    flush_ms: float = 2.0
+    # PULSE_FLUSH_MS: how long a writer waits to fill a batch. 0: it takes
+    # whatever queued while the previous flush ran (group commit without
+    # added latency).
+    flush_ms: float = 0.0
     # PULSE_FLUSH_BATCH: most results or submits in one commit.
     flush_batch: int = 1000
     # PULSE_SHUTDOWN_GRACE_SECONDS: how long open streams get to finish.

@@ -147,12 +147,17 @@ class Database:
 
     def _release(self, conn: Connection, *, broken: bool) -> None:
         if broken or conn.closed:
-            with contextlib.suppress(psycopg2.Error):
-                conn.close()
+            # One broken connection usually means the server restarted or
+            # the network dropped: the idle ones are broken too, so drop
+            # them now rather than fail one call on each.
             with self._lock:
-                self._open -= 1
-                self._lock.notify()
-            log.warning("db.connection_discarded")
+                stale, self._idle = self._idle, []
+                self._open -= 1 + len(stale)
+                self._lock.notify_all()
+            for dead in [conn, *stale]:
+                with contextlib.suppress(psycopg2.Error):
+                    dead.close()
+            log.warning("db.connections_discarded count=%d", 1 + len(stale))
             return
         with self._lock:
             if self._closed:
