@@ -59,7 +59,9 @@ class Report:
 
 
 class Tour:
-    def __init__(self, addr: str, workdir: pathlib.Path, long_job_seconds: float) -> None:
+    def __init__(
+        self, addr: str, workdir: pathlib.Path, long_job_seconds: float
+    ) -> None:
         self.workdir = workdir
         self.results = workdir / "results"
         self.results.mkdir()
@@ -96,7 +98,9 @@ class Tour:
                 # charges twice, whatever attempt it is.
                 already = args.order in self.ledger
             if ctx.attempt < 3:
-                raise ConnectionError(f"payment provider timed out (attempt {ctx.attempt})")
+                raise ConnectionError(
+                    f"payment provider timed out (attempt {ctx.attempt})"
+                )
             if not already:
                 with self.lock:
                     self.ledger[args.order] = args.cents
@@ -128,11 +132,15 @@ class Tour:
         if not ok:
             self.failures += 1
 
-    def wait_for(self, job_ids: list[str], final: set[str], seconds: float = 60) -> None:
+    def wait_for(
+        self, job_ids: list[str], final: set[str], seconds: float = 60
+    ) -> None:
         deadline = time.monotonic() + seconds
         pending = list(job_ids)
         while pending and time.monotonic() < deadline:
-            pending = [j for j in pending if self.pulse.get_job(j).status.value not in final]
+            pending = [
+                j for j in pending if self.pulse.get_job(j).status.value not in final
+            ]
             if pending:
                 time.sleep(0.1)
 
@@ -148,7 +156,7 @@ class Tour:
         worker.start()
         try:
             self.section_real_work(page_url)
-            self.section_priority(routine + [urgent])
+            self.section_priority([*routine, urgent])
             self.section_flaky()
             self.section_poison()
             self.section_long_job()
@@ -157,8 +165,12 @@ class Tour:
             worker.join(30)
             self.pulse.close()
         print()
-        print("Tour finished:", "all checks passed" if not self.failures else
-              f"{self.failures} check(s) FAILED")
+        print(
+            "Tour finished:",
+            "all checks passed"
+            if not self.failures
+            else f"{self.failures} check(s) FAILED",
+        )
         return 0 if not self.failures else 1
 
     def section_real_work(self, page_url: Callable[[str], str]) -> None:
@@ -169,7 +181,10 @@ class Tour:
             path.write_text(f"pulse tour file {i}\n" * (i + 1) * 100)
             files.append(path)
         jobs = [NewJob("files.hash", HashFile(str(f))) for f in files]
-        jobs += [NewJob("pages.fetch", FetchPage(url=page_url(f"page-{i}.html"))) for i in range(3)]
+        jobs += [
+            NewJob("pages.fetch", FetchPage(url=page_url(f"page-{i}.html")))
+            for i in range(3)
+        ]
         ids = self.pulse.enqueue_many(jobs)
         self.wait_for(ids, {"completed", "dead_lettered"})
         statuses = [self.pulse.get_job(j).status.value for j in ids]
@@ -177,13 +192,22 @@ class Tour:
         self.check(statuses == ["completed"] * len(ids), f"{len(ids)} jobs completed")
         expected = hashlib.sha256(files[0].read_bytes()).hexdigest()
         stored = json.loads((self.results / f"files.hash-{ids[0]}.json").read_text())
-        self.check(stored["sha256"] == expected, f"sha256 of {files[0].name} = {expected[:16]}…")
-        self.check(len(written) == len(ids), f"{len(written)} result files in {self.results}")
+        self.check(
+            stored["sha256"] == expected,
+            f"sha256 of {files[0].name} = {expected[:16]}…",
+        )
+        self.check(
+            len(written) == len(ids), f"{len(written)} result files in {self.results}"
+        )
 
     def section_priority(self, ids: list[str]) -> None:
         print("2. Priority: an urgent job jumps a backlog of 40 routine ones")
         self.wait_for(ids, {"completed"})
-        position = self.started_order.index("URGENT") + 1 if "URGENT" in self.started_order else -1
+        position = (
+            self.started_order.index("URGENT") + 1
+            if "URGENT" in self.started_order
+            else -1
+        )
         self.check(
             1 <= position <= 4,
             f"URGENT started at position {position} of {len(self.started_order)}",
@@ -191,7 +215,9 @@ class Tour:
         routine = [n for n in self.started_order if n != "URGENT"]
         # Four handler threads start each claimed batch in any order, so
         # FIFO holds to within the worker's concurrency.
-        displacement = max(abs(i - sorted(routine).index(n)) for i, n in enumerate(routine))
+        displacement = max(
+            abs(i - sorted(routine).index(n)) for i, n in enumerate(routine)
+        )
         self.check(
             displacement < self.pulse.concurrency,
             f"routine jobs ran first-in, first-out (within {displacement} places)",
@@ -199,35 +225,62 @@ class Tour:
 
     def section_flaky(self) -> None:
         print("3. A flaky dependency: fails twice, succeeds on attempt 3, charges once")
-        job_id = self.pulse.enqueue("payments.charge", Charge("order-1001", 4200), max_attempts=5)
+        job_id = self.pulse.enqueue(
+            "payments.charge", Charge("order-1001", 4200), max_attempts=5
+        )
         self.wait_for([job_id], {"completed", "dead_lettered"})
         job = self.pulse.get_job(job_id)
-        self.check(job.status.value == "completed", f"status {job.status.value}, attempt {job.attempt}")
-        self.check(self.payment_attempts == [1, 2, 3], f"attempts seen {self.payment_attempts}")
+        self.check(
+            job.status.value == "completed",
+            f"status {job.status.value}, attempt {job.attempt}",
+        )
+        self.check(
+            self.payment_attempts == [1, 2, 3], f"attempts seen {self.payment_attempts}"
+        )
         self.check(self.ledger == {"order-1001": 4200}, f"ledger {self.ledger}")
-        gap = (job.finished_at - job.created_at).total_seconds() if job.finished_at and job.created_at else 0
-        print(f"      (backoff: two waits of about base×1² and base×2², {gap:.1f}s in all)")
+        gap = (
+            (job.finished_at - job.created_at).total_seconds()
+            if job.finished_at and job.created_at
+            else 0
+        )
+        print(
+            "      (backoff: two waits of about base×1² and base×2²,"
+            f" {gap:.1f}s in all)"
+        )
 
     def section_poison(self) -> None:
         print("4. A poison job: retried with backoff, then dead-lettered")
         job_id = self.pulse.enqueue("reports.parse", Report("q3.csv"), max_attempts=3)
         self.wait_for([job_id], {"dead_lettered", "completed"})
         job = self.pulse.get_job(job_id)
-        self.check(job.status.value == "dead_lettered", f"status {job.status.value} after {job.attempt} attempts")
+        self.check(
+            job.status.value == "dead_lettered",
+            f"status {job.status.value} after {job.attempt} attempts",
+        )
         last_line = job.last_error.strip().splitlines()[-1] if job.last_error else ""
         self.check("corrupt" in last_line, f"last error kept: {last_line}")
 
     def section_long_job(self) -> None:
         print(f"5. A long job ({self.long_job_seconds:g}s) kept alive by heartbeats")
         job_id = self.pulse.enqueue("video.transcode", {"video": "talk.mp4"})
-        self.wait_for([job_id], {"completed", "dead_lettered"}, seconds=self.long_job_seconds + 30)
+        self.wait_for(
+            [job_id], {"completed", "dead_lettered"}, seconds=self.long_job_seconds + 30
+        )
         job = self.pulse.get_job(job_id)
-        ran = (job.finished_at - job.started_at).total_seconds() if job.finished_at and job.started_at else 0
-        self.check(job.status.value == "completed" and job.attempt == 1,
-                   f"status {job.status.value}, attempt {job.attempt}, ran {ran:.1f}s")
+        ran = (
+            (job.finished_at - job.started_at).total_seconds()
+            if job.finished_at and job.started_at
+            else 0
+        )
+        self.check(
+            job.status.value == "completed" and job.attempt == 1,
+            f"status {job.status.value}, attempt {job.attempt}, ran {ran:.1f}s",
+        )
 
 
-def serve_pages(root: pathlib.Path) -> tuple[http.server.ThreadingHTTPServer, Callable[[str], str]]:
+def serve_pages(
+    root: pathlib.Path,
+) -> tuple[http.server.ThreadingHTTPServer, Callable[[str], str]]:
     for i in range(3):
         (root / f"page-{i}.html").write_text(
             f"<html><body><p>{' '.join(['pulse'] * (10 * (i + 1)))}</p></body></html>"
@@ -246,7 +299,11 @@ class QuietHandler(http.server.SimpleHTTPRequestHandler):
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--addr", default=None, help="pulsed address (default: PULSE_ADDR or localhost:50051)")
+    parser.add_argument(
+        "--addr",
+        default=None,
+        help="pulsed address (default: PULSE_ADDR or localhost:50051)",
+    )
     parser.add_argument("--long-job-seconds", type=float, default=6.0)
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING, format="      log: %(message)s")

@@ -1,14 +1,14 @@
 """pulse_client: the Python SDK of the pulse job queue.
 
-    from pulse_client import Pulse, JobContext
+from pulse_client import Pulse, JobContext
 
-    pulse = Pulse("localhost:50051", concurrency=8)
+pulse = Pulse("localhost:50051", concurrency=8)
 
-    @pulse.handler("emails.send")
-    def send(args: dict, ctx: JobContext) -> None: ...
+@pulse.handler("emails.send")
+def send(args: dict, ctx: JobContext) -> None: ...
 
-    pulse.enqueue("emails.send", {"to": "a@example.com"})
-    pulse.run()
+pulse.enqueue("emails.send", {"to": "a@example.com"})
+pulse.run()
 """
 
 from pulse_client.client import Pulse, SubmitRefused

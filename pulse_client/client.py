@@ -15,8 +15,8 @@ from pulse_client.connection import DEFAULT_TIMEOUT_SECONDS, Connection, parse_a
 from pulse_client.errors import InvalidArgument, PulseError, error_class
 from pulse_client.handlers import Handler, encode_payload, make_handler
 from pulse_client.ids import new_job_id
-from pulse_client.submitter import Submitter
 from pulse_client.models import Job, JobPage, JobStatus, NewJob, Stats, status_to_proto
+from pulse_client.submitter import Submitter
 from pulse_client.worker import Runtime, default_worker_id
 
 log = logging.getLogger(__name__)
@@ -103,9 +103,11 @@ class Pulse:
         self.close()
 
     def close(self) -> None:
-        """Stop the worker if it runs and close the channels."""
+        """Stop the worker if it runs (waiting for it to drain, up to the
+        grace period), then close the channels."""
         if self._runtime is not None:
             self._runtime.stop()
+            self._runtime.wait_stopped(self.grace_seconds + 5)
         self._connection.close()
 
     @property
@@ -117,7 +119,9 @@ class Pulse:
     def register(self, topic: str, fn: Callable[..., Any]) -> None:
         """Run ``fn`` for jobs of ``topic`` (see ``handler`` for its shape)."""
         if topic in self._handlers:
-            raise InvalidArgument(f"a handler for topic {topic!r} is already registered")
+            raise InvalidArgument(
+                f"a handler for topic {topic!r} is already registered"
+            )
         if self._runtime is not None:
             raise InvalidArgument("register handlers before run()")
         self._handlers[topic] = make_handler(topic, fn)
@@ -229,7 +233,9 @@ class Pulse:
 
     def get_job(self, job_id: str) -> Job:
         response = self._connection.call(
-            lambda stub: stub.GetJob(pb.GetJobRequest(id=job_id), **self._connection.kwargs())
+            lambda stub: stub.GetJob(
+                pb.GetJobRequest(id=job_id), **self._connection.kwargs()
+            )
         )
         return Job.from_proto(response)
 
@@ -254,7 +260,9 @@ class Pulse:
         response = self._connection.call(
             lambda stub: stub.ListJobs(request, **self._connection.kwargs())
         )
-        return JobPage([Job.from_proto(j) for j in response.jobs], response.next_page_token)
+        return JobPage(
+            [Job.from_proto(j) for j in response.jobs], response.next_page_token
+        )
 
     def iter_jobs(
         self,
@@ -266,7 +274,9 @@ class Pulse:
         """Every matching job, newest first, fetched page by page."""
         token = ""
         while True:
-            page = self.list_jobs(status=status, topic=topic, limit=page_size, page_token=token)
+            page = self.list_jobs(
+                status=status, topic=topic, limit=page_size, page_token=token
+            )
             yield from page.jobs
             if not page.next_page_token:
                 return
@@ -301,7 +311,9 @@ def _spec(job: NewJob) -> pb.JobSpec:
     if job.delay is not None and job.run_at is not None:
         raise InvalidArgument("give delay or run_at, not both")
     if job.max_attempts is not None and job.max_attempts < 1:
-        raise InvalidArgument(f"max_attempts must be at least 1, got {job.max_attempts}")
+        raise InvalidArgument(
+            f"max_attempts must be at least 1, got {job.max_attempts}"
+        )
     spec = pb.JobSpec(
         id=job.job_id or new_job_id(),
         topic=job.topic,
@@ -315,7 +327,8 @@ def _spec(job: NewJob) -> pb.JobSpec:
     if job.run_at is not None:
         if job.run_at.tzinfo is None:
             raise InvalidArgument(
-                f"run_at {job.run_at.isoformat()} has no time zone; pass an aware datetime"
+                f"run_at {job.run_at.isoformat()} has no time zone; "
+                "pass an aware datetime"
             )
         ts = timestamp_pb2.Timestamp()
         ts.FromDatetime(job.run_at)
@@ -338,7 +351,9 @@ def _chunks(specs: list[pb.JobSpec]) -> Iterator[tuple[int, list[pb.JobSpec]]]:
     size = 0
     for index, spec in enumerate(specs):
         spec_bytes = spec.ByteSize()
-        if chunk and (len(chunk) >= _SUBMIT_CHUNK_JOBS or size + spec_bytes > _SUBMIT_CHUNK_BYTES):
+        if chunk and (
+            len(chunk) >= _SUBMIT_CHUNK_JOBS or size + spec_bytes > _SUBMIT_CHUNK_BYTES
+        ):
             yield start, chunk
             start, chunk, size = index, [], 0
         chunk.append(spec)

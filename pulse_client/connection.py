@@ -69,7 +69,9 @@ class Connection:
                     with open(ca_file, "rb") as f:
                         root = f.read()
                 except OSError as exc:
-                    raise InvalidArgument(f"cannot read ca_file {ca_file!r}: {exc}") from None
+                    raise InvalidArgument(
+                        f"cannot read ca_file {ca_file!r}: {exc}"
+                    ) from None
             self._credentials = grpc.ssl_channel_credentials(root_certificates=root)
         self._lock = threading.Lock()
         self._channels: dict[str, grpc.Channel] = {}
@@ -107,7 +109,7 @@ class Connection:
             try:
                 return invoke(stub)
             except grpc.RpcError as exc:
-                if exc.code() != grpc.StatusCode.UNAVAILABLE:  # type: ignore[attr-defined]
+                if exc.code() != grpc.StatusCode.UNAVAILABLE:
                     raise from_rpc_error(exc) from None
                 tried.append(address)
                 last = exc
@@ -120,7 +122,9 @@ class Connection:
 
     def kwargs(self, timeout_seconds: float | None = None) -> dict[str, Any]:
         return {
-            "timeout": self.timeout_seconds if timeout_seconds is None else timeout_seconds,
+            "timeout": self.timeout_seconds
+            if timeout_seconds is None
+            else timeout_seconds,
             "metadata": self._metadata,
         }
 

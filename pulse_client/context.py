@@ -20,7 +20,9 @@ class RetryLater(Exception):
     """
 
     def __init__(self, delay: datetime.timedelta | float, message: str = "") -> None:
-        seconds = delay.total_seconds() if isinstance(delay, datetime.timedelta) else delay
+        seconds = (
+            delay.total_seconds() if isinstance(delay, datetime.timedelta) else delay
+        )
         if seconds < 0:
             raise ValueError(f"retry delay must not be negative, got {seconds}")
         self.delay_seconds = float(seconds)
@@ -93,4 +95,7 @@ class JobContext:
         self._stop.set()
 
     def __repr__(self) -> str:
-        return f"JobContext(job_id={self.job_id!r}, topic={self.topic!r}, attempt={self.attempt})"
+        return (
+            f"JobContext(job_id={self.job_id!r}, topic={self.topic!r}, "
+            f"attempt={self.attempt})"
+        )

@@ -53,7 +53,8 @@ def make_handler(topic: str, fn: Callable[..., Any]) -> Handler:
     if not 1 <= len(params) <= 2:
         raise TypeError(
             f"handler for {topic!r} must take (payload) or (payload, context); "
-            f"{getattr(fn, '__qualname__', fn)!r} takes {len(params)} positional parameters"
+            f"{getattr(fn, '__qualname__', fn)!r} takes {len(params)} "
+            "positional parameters"
         )
     try:
         hints = typing.get_type_hints(fn)
@@ -96,11 +97,17 @@ def _convert(value: Any, target: Any) -> Any:
         fields = {f.name: f for f in dataclasses.fields(target) if f.init}
         unknown = sorted(set(value) - set(fields))
         if unknown:
-            raise PayloadError(f"payload has fields {target.__name__} does not know: {unknown}")
+            raise PayloadError(
+                f"payload has fields {target.__name__} does not know: {unknown}"
+            )
         try:
-            return target(**{k: _convert(v, hints.get(k, Any)) for k, v in value.items()})
+            return target(
+                **{k: _convert(v, hints.get(k, Any)) for k, v in value.items()}
+            )
         except TypeError as exc:
-            raise PayloadError(f"payload does not fit {target.__name__}: {exc}") from None
+            raise PayloadError(
+                f"payload does not fit {target.__name__}: {exc}"
+            ) from None
     origin = typing.get_origin(target)
     if origin in (list, tuple) and isinstance(value, list):
         (item_type, *_) = typing.get_args(target) or (Any,)

@@ -14,7 +14,7 @@ from pulse_client._proto.pulse.v1 import pulse_pb2 as pb
 from pulse_client.errors import InvalidArgument
 
 
-class JobStatus(str, enum.Enum):
+class JobStatus(enum.StrEnum):
     """A job's status; the value is the word used everywhere in pulse."""
 
     SCHEDULED = "scheduled"
@@ -50,7 +50,9 @@ def status_to_proto(status: JobStatus | str) -> pb.JobStatus.ValueType:
         return _TO_PROTO[JobStatus(status)]
     except ValueError:
         names = ", ".join(s.value for s in JobStatus)
-        raise InvalidArgument(f"unknown status {status!r}; use one of {names}") from None
+        raise InvalidArgument(
+            f"unknown status {status!r}; use one of {names}"
+        ) from None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -112,7 +114,9 @@ class Job:
             lease_expires_at=_when(job, "lease_expires_at"),
             worker_id=job.worker_id,
             last_error=job.last_error,
-            timeout=datetime.timedelta(milliseconds=job.timeout_ms) if job.timeout_ms else None,
+            timeout=datetime.timedelta(milliseconds=job.timeout_ms)
+            if job.timeout_ms
+            else None,
             cancel_requested_at=_when(job, "cancel_requested_at"),
         )
 
@@ -139,8 +143,13 @@ class TopicStats:
     @property
     def total(self) -> int:
         return (
-            self.scheduled + self.pending + self.running + self.retrying
-            + self.completed + self.dead_lettered + self.canceled
+            self.scheduled
+            + self.pending
+            + self.running
+            + self.retrying
+            + self.completed
+            + self.dead_lettered
+            + self.canceled
         )
 
 
@@ -169,8 +178,12 @@ class Stats:
                 )
                 for t in response.topics
             ],
-            oldest_pending=Job.from_proto(response.oldest_pending) if has_oldest else None,
-            oldest_pending_age=datetime.timedelta(milliseconds=response.oldest_pending_age_ms)
+            oldest_pending=Job.from_proto(response.oldest_pending)
+            if has_oldest
+            else None,
+            oldest_pending_age=datetime.timedelta(
+                milliseconds=response.oldest_pending_age_ms
+            )
             if has_oldest
             else None,
         )
@@ -180,4 +193,4 @@ def _when(message: Any, field: str) -> datetime.datetime | None:
     if not message.HasField(field):
         return None
     ts: timestamp_pb2.Timestamp = getattr(message, field)
-    return ts.ToDatetime(tzinfo=datetime.timezone.utc)
+    return ts.ToDatetime(tzinfo=datetime.UTC)

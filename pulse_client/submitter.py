@@ -33,7 +33,9 @@ class _Pending:
 class Submitter:
     """Sends job specs in shared SubmitJobs calls. Thread-safe."""
 
-    def __init__(self, send: Callable[[list[pb.JobSpec]], list[pb.SubmitResult]]) -> None:
+    def __init__(
+        self, send: Callable[[list[pb.JobSpec]], list[pb.SubmitResult]]
+    ) -> None:
         self._send = send
         self._lock = threading.Lock()
         self._queue: list[_Pending] = []
@@ -90,7 +92,7 @@ class Submitter:
             if not isinstance(exc, Exception):
                 raise
             return
-        for pending, result in zip(batch, results):
+        for pending, result in zip(batch, results, strict=True):
             pending.result = result
             pending.lead = False
             pending.event.set()

@@ -23,8 +23,8 @@ import threading
 import time
 import traceback
 import uuid
-from collections.abc import Iterator
-from typing import TYPE_CHECKING
+from collections.abc import Callable, Iterable, Iterator
+from typing import TYPE_CHECKING, Any
 
 import grpc
 
@@ -33,7 +33,6 @@ from pulse_client.context import JobContext, PermanentError, RetryLater
 from pulse_client.errors import (
     InvalidArgument,
     PermissionDenied,
-    PulseError,
     Unauthenticated,
     from_rpc_error,
 )
@@ -87,9 +86,10 @@ class Runtime:
         self._unacked: dict[tuple[str, int], pb.JobResult] = {}
         self._work: queue.SimpleQueue[pb.Assignment | None] = queue.SimpleQueue()
         self._outbox: queue.SimpleQueue[pb.WorkerMessage | None] | None = None
-        self._call: grpc.Call | None = None
+        self._call: Any = None  # the open StreamJobs call, to cancel it
         self._draining = threading.Event()
         self._drained = threading.Event()
+        self._returned = threading.Event()
         self._lease_seconds = 30.0
         self._started = False
 
@@ -102,18 +102,30 @@ class Runtime:
             self._draining.set()
             self._send(pb.WorkerMessage(draining=True))
 
+    def wait_stopped(self, timeout_seconds: float) -> bool:
+        """Wait for ``run()`` to return; False if it is still running."""
+        return not self._started or self._returned.wait(timeout_seconds)
+
     def run(self) -> None:
         if self._started:
-            raise RuntimeError("Pulse.run() is already running (or has run) on this client")
+            raise RuntimeError(
+                "Pulse.run() is already running (or has run) on this client"
+            )
         self._started = True
         if not self._handlers:
-            raise InvalidArgument("no handlers registered; call register() or @handler first")
+            raise InvalidArgument(
+                "no handlers registered; call register() or @handler first"
+            )
         threads = [
-            threading.Thread(target=self._work_loop, name=f"pulse-handler-{i}", daemon=True)
+            threading.Thread(
+                target=self._work_loop, name=f"pulse-handler-{i}", daemon=True
+            )
             for i in range(self._concurrency)
         ]
         threads.append(
-            threading.Thread(target=self._heartbeat_loop, name="pulse-heartbeat", daemon=True)
+            threading.Thread(
+                target=self._heartbeat_loop, name="pulse-heartbeat", daemon=True
+            )
         )
         threads.append(
             threading.Thread(target=self._watch_drain, name="pulse-drain", daemon=True)
@@ -123,7 +135,9 @@ class Runtime:
         restore = self._install_signal_handlers()
         log.info(
             "worker.started worker_id=%s topics=%s concurrency=%d",
-            self.worker_id, ",".join(sorted(self._handlers)), self._concurrency,
+            self.worker_id,
+            ",".join(sorted(self._handlers)),
+            self._concurrency,
         )
         try:
             self._stream_until_drained()
@@ -134,6 +148,7 @@ class Runtime:
                 self._work.put(None)
             self._close_stream()
             restore()
+            self._returned.set()
             log.info("worker.stopped worker_id=%s", self.worker_id)
 
     # -- the stream ------------------------------------------------------------
@@ -152,11 +167,15 @@ class Runtime:
                     raise error from None
                 failures += 1
                 self._connection.rotate()
-                delay = min(_RECONNECT_MAX_SECONDS, _RECONNECT_MIN_SECONDS * 2**failures)
+                delay = min(
+                    _RECONNECT_MAX_SECONDS, _RECONNECT_MIN_SECONDS * 2**failures
+                )
                 delay *= 0.5 + random.random() / 2
                 log.warning(
                     "worker.disconnected worker_id=%s retry_in=%.2fs error=%s",
-                    self.worker_id, delay, error,
+                    self.worker_id,
+                    delay,
+                    error,
                 )
                 self._drained.wait(delay)
 
@@ -183,12 +202,14 @@ class Runtime:
         self._drained.set()
         call = self._call
         if call is not None:
-            call.cancel()  # type: ignore[attr-defined]
+            call.cancel()
 
     def _serve_one_stream(self) -> None:
         outbox: queue.SimpleQueue[pb.WorkerMessage | None] = queue.SimpleQueue()
         with self._lock:
-            free = 0 if self._draining.is_set() else self._concurrency - len(self._running)
+            free = (
+                0 if self._draining.is_set() else self._concurrency - len(self._running)
+            )
             outbox.put(
                 pb.WorkerMessage(
                     hello=pb.Hello(
@@ -201,14 +222,15 @@ class Runtime:
             )
             self._outbox = outbox
         address, stub = self._connection.stub()
-        call = stub.StreamJobs(_requests(outbox), metadata=self._connection.metadata)
-        self._call = call
+        self._call = stub.StreamJobs(_requests(outbox), metadata=self._connection.metadata)
         if self._drained.is_set():
-            call.cancel()
-        for message in call:
+            self._call.cancel()
+        for message in self._call:
             if message.lease_ms:
                 self._lease_seconds = message.lease_ms / 1000
-                log.info("worker.connected worker_id=%s addr=%s", self.worker_id, address)
+                log.info(
+                    "worker.connected worker_id=%s addr=%s", self.worker_id, address
+                )
             for assignment in message.assignments:
                 self._accept(assignment)
             if message.acks:
@@ -222,7 +244,7 @@ class Runtime:
         if outbox is not None:
             outbox.put(None)
         if self._call is not None:
-            self._call.cancel()  # type: ignore[attr-defined]
+            self._call.cancel()
 
     def _send(self, message: pb.WorkerMessage) -> None:
         with self._lock:
@@ -235,7 +257,9 @@ class Runtime:
     def _accept(self, assignment: pb.Assignment) -> None:
         context = JobContext(assignment)
         with self._lock:
-            self._running[(assignment.job_id, assignment.attempt)] = _Running(assignment, context)
+            self._running[(assignment.job_id, assignment.attempt)] = _Running(
+                assignment, context
+            )
         self._work.put(assignment)
 
     def _work_loop(self) -> None:
@@ -257,7 +281,9 @@ class Runtime:
         handler = self._handlers.get(assignment.topic)
         try:
             if handler is None:
-                raise PermanentError(f"no handler registered for topic {assignment.topic!r}")
+                raise PermanentError(
+                    f"no handler registered for topic {assignment.topic!r}"
+                )
             handler(assignment.payload, context)
             result.outcome = pb.OUTCOME_SUCCEEDED
         except PermanentError as exc:
@@ -277,7 +303,9 @@ class Runtime:
         if result.outcome != pb.OUTCOME_SUCCEEDED:
             log.warning(
                 "job.failed job_id=%s topic=%s attempt=%d error=%s",
-                assignment.job_id, assignment.topic, assignment.attempt,
+                assignment.job_id,
+                assignment.topic,
+                assignment.attempt,
                 result.error.rstrip().splitlines()[-1] if result.error else "",
             )
         return result
@@ -299,7 +327,7 @@ class Runtime:
         else:
             outbox.put(pb.WorkerMessage(results=[result], credits=credits))
 
-    def _on_acks(self, acks: list[pb.ResultAck]) -> None:
+    def _on_acks(self, acks: Iterable[pb.ResultAck]) -> None:
         with self._lock:
             for ack in acks:
                 self._unacked.pop((ack.job_id, ack.attempt), None)
@@ -307,7 +335,8 @@ class Runtime:
             if not ack.accepted:
                 log.info(
                     "job.result_refused job_id=%s attempt=%d (lease lost or repeated)",
-                    ack.job_id, ack.attempt,
+                    ack.job_id,
+                    ack.attempt,
                 )
 
     def _on_lost(self, lost: pb.LostJob) -> None:
@@ -320,7 +349,9 @@ class Runtime:
                 log.info("job.cancel_requested job_id=%s", lost.job_id)
             running.context._mark_canceled()
         else:
-            log.warning("job.lease_lost job_id=%s attempt=%d", lost.job_id, lost.attempt)
+            log.warning(
+                "job.lease_lost job_id=%s attempt=%d", lost.job_id, lost.attempt
+            )
             running.context._mark_lease_lost()
 
     def _abandon_running(self) -> None:
@@ -360,7 +391,9 @@ class Runtime:
                 return
             with self._lock:
                 held = [
-                    pb.RunningJob(job_id=r.assignment.job_id, attempt=r.assignment.attempt)
+                    pb.RunningJob(
+                        job_id=r.assignment.job_id, attempt=r.assignment.attempt
+                    )
                     for r in self._running.values()
                     # Past its timeout a job's lease must lapse: stop vouching.
                     if not r.context.deadline_passed and not r.context.lease_lost
@@ -370,14 +403,17 @@ class Runtime:
 
     # -- signals ---------------------------------------------------------------
 
-    def _install_signal_handlers(self) -> object:
+    def _install_signal_handlers(self) -> Callable[[], None]:
         if threading.current_thread() is not threading.main_thread():
             return lambda: None
         previous = {}
 
         def on_signal(signum: int, frame: object) -> None:
             if self._draining.is_set():
-                log.warning("worker.signal_again signal=%s: exiting now", signal.Signals(signum).name)
+                log.warning(
+                    "worker.signal_again signal=%s: exiting now",
+                    signal.Signals(signum).name,
+                )
                 raise KeyboardInterrupt
             log.info("worker.signal signal=%s", signal.Signals(signum).name)
             self.stop()

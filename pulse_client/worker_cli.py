@@ -54,7 +54,9 @@ def load_pulse(target: str) -> Any:
 
     module_name, _, attr = target.partition(":")
     if not module_name or not attr:
-        raise UsageError(f"{target!r} is not MODULE:OBJECT (for example myapp.tasks:pulse)")
+        raise UsageError(
+            f"{target!r} is not MODULE:OBJECT (for example myapp.tasks:pulse)"
+        )
     if os.getcwd() not in sys.path:
         sys.path.insert(0, os.getcwd())
     try:
@@ -66,17 +68,24 @@ def load_pulse(target: str) -> Any:
         try:
             obj = getattr(obj, part)
         except AttributeError:
-            raise UsageError(f"module {module_name!r} has no attribute {attr!r}") from None
+            raise UsageError(
+                f"module {module_name!r} has no attribute {attr!r}"
+            ) from None
     if not isinstance(obj, Pulse):
-        raise UsageError(f"{target} is a {type(obj).__name__}, not a pulse_client.Pulse")
+        raise UsageError(
+            f"{target} is a {type(obj).__name__}, not a pulse_client.Pulse"
+        )
     if not obj.topics:
         raise UsageError(f"{target} has no handlers registered")
     return obj
 
 
-def _child(target: str, concurrency: int | None, grace: float | None, level: str) -> None:
+def _child(
+    target: str, concurrency: int | None, grace: float | None, level: str
+) -> None:
     logging.basicConfig(
-        level=level, format="%(asctime)s %(levelname)s %(processName)s %(name)s %(message)s"
+        level=level,
+        format="%(asctime)s %(levelname)s %(processName)s %(name)s %(message)s",
     )
     pulse = load_pulse(target)
     if concurrency is not None:
@@ -123,12 +132,18 @@ def main(argv: list[str] | None = None) -> None:
     except UsageError as exc:
         print(f"pulse-worker: {exc}", file=sys.stderr)
         sys.exit(2)
-    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    logging.basicConfig(
+        level=level, format="%(asctime)s %(levelname)s %(name)s %(message)s"
+    )
     sys.exit(_supervise(target, processes, concurrency, grace, level))
 
 
 def _supervise(
-    target: str, processes: int, concurrency: int | None, grace: float | None, level: str
+    target: str,
+    processes: int,
+    concurrency: int | None,
+    grace: float | None,
+    level: str,
 ) -> int:
     context = multiprocessing.get_context("spawn")
     stopping = False
@@ -163,7 +178,8 @@ def _supervise(
             if not process.is_alive():
                 log.warning(
                     "worker_cli.process_died process=%s exitcode=%s; restarting",
-                    process.name, process.exitcode,
+                    process.name,
+                    process.exitcode,
                 )
                 time.sleep(_RESTART_PAUSE_SECONDS)
                 if not stopping:

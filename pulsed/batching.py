@@ -126,7 +126,9 @@ class GroupCommit(Generic[ItemT, ResultT]):
             taken = 0
             # A request is never split, so one larger than max_batch still
             # goes through, alone.
-            while self._queue and (not batch or taken + len(self._queue[0].items) <= self._max_batch):
+            while self._queue and (
+                not batch or taken + len(self._queue[0].items) <= self._max_batch
+            ):
                 request = self._queue.popleft()
                 batch.append(request)
                 taken += len(request.items)

@@ -99,16 +99,22 @@ class Config:
             retention_seconds=reader.number(
                 "PULSE_RETENTION_SECONDS", float, cls.retention_seconds, 0
             ),
-            poll_seconds=reader.number("PULSE_POLL_SECONDS", float, cls.poll_seconds, 0.01),
+            poll_seconds=reader.number(
+                "PULSE_POLL_SECONDS", float, cls.poll_seconds, 0.01
+            ),
             watchdog_seconds=reader.number(
                 "PULSE_WATCHDOG_SECONDS", float, cls.watchdog_seconds, 0.01
             ),
             prune_seconds=reader.number(
                 "PULSE_PRUNE_SECONDS", float, cls.prune_seconds, 0.01
             ),
-            claim_batch=reader.number("PULSE_CLAIM_BATCH", int, cls.claim_batch, 1, 10000),
+            claim_batch=reader.number(
+                "PULSE_CLAIM_BATCH", int, cls.claim_batch, 1, 10000
+            ),
             flush_ms=reader.number("PULSE_FLUSH_MS", float, cls.flush_ms, 0, 1000),
-            flush_batch=reader.number("PULSE_FLUSH_BATCH", int, cls.flush_batch, 1, 100000),
+            flush_batch=reader.number(
+                "PULSE_FLUSH_BATCH", int, cls.flush_batch, 1, 100000
+            ),
             shutdown_grace_seconds=reader.number(
                 "PULSE_SHUTDOWN_GRACE_SECONDS", float, cls.shutdown_grace_seconds, 0
             ),

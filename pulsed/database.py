@@ -13,6 +13,7 @@ import logging
 import threading
 import time
 from collections.abc import Iterator
+from typing import Any
 
 import psycopg2
 import psycopg2.errors
@@ -27,7 +28,7 @@ log = logging.getLogger(__name__)
 Connection = psycopg2.extensions.connection
 Cursor = psycopg2.extensions.cursor
 
-psycopg2.extras.register_uuid()
+psycopg2.extras.register_uuid()  # type: ignore[no-untyped-call]
 
 
 class PoolTimeout(Unavailable):
@@ -47,7 +48,7 @@ class Database:
         application_name: str = "pulsed",
     ) -> None:
         self._dsn = dsn
-        self._connect_kwargs = {
+        self._connect_kwargs: dict[str, Any] = {
             "connect_timeout": connect_timeout_seconds,
             "application_name": application_name,
             # A dead peer is noticed within seconds instead of hanging.
@@ -70,7 +71,8 @@ class Database:
     def connect(self) -> Connection:
         """A new connection outside the pool (for LISTEN and migrations)."""
         try:
-            return psycopg2.connect(self._dsn, **self._connect_kwargs)
+            conn: Connection = psycopg2.connect(self._dsn, **self._connect_kwargs)
+            return conn
         except psycopg2.OperationalError as exc:
             raise Unavailable(f"Database unreachable: {_first_line(exc)}") from exc
 
@@ -132,7 +134,8 @@ class Database:
                 if remaining <= 0:
                     raise PoolTimeout(
                         f"No database connection free after "
-                        f"{self._acquire_timeout_seconds:.0f}s (pool size {self._size}); "
+                        f"{self._acquire_timeout_seconds:.0f}s "
+                        f"(pool size {self._size}); "
                         "raise PULSE_DB_POOL_SIZE"
                     )
                 self._lock.wait(remaining)

@@ -92,7 +92,9 @@ class Dispatcher:
         self._stopping = False
         self._next_poll = 0.0
         self._rotation = itertools.count()
-        self._thread = threading.Thread(target=self._run, name="pulse-dispatcher", daemon=True)
+        self._thread = threading.Thread(
+            target=self._run, name="pulse-dispatcher", daemon=True
+        )
         self.claims = 0
 
     def start(self) -> None:
@@ -154,7 +156,11 @@ class Dispatcher:
                 try:
                     self._claim(group, receivers)
                 except PulseError as exc:
-                    log.warning("dispatch.claim_failed topics=%s error=%s", ",".join(sorted(group)), exc)
+                    log.warning(
+                        "dispatch.claim_failed topics=%s error=%s",
+                        ",".join(sorted(group)),
+                        exc,
+                    )
                     # Keep the group workable and retry after a pause: the
                     # database may be restarting.
                     time.sleep(0.2)
@@ -173,7 +179,10 @@ class Dispatcher:
                     self._next_poll = now + self._config.poll_seconds
                 groups: dict[frozenset[str], list[Receiver]] = {}
                 for receiver in self._receivers:
-                    if receiver.credits > 0 and receiver.topics not in self._idle_groups:
+                    if (
+                        receiver.credits > 0
+                        and receiver.topics not in self._idle_groups
+                    ):
                         groups.setdefault(receiver.topics, []).append(receiver)
                 if groups:
                     return list(groups.items())
@@ -228,15 +237,29 @@ class Dispatcher:
                 # path like any lost attempt.
                 log.warning(
                     "dispatch.undelivered worker_id=%s jobs=%d",
-                    receiver.worker_id, len(assignments),
+                    receiver.worker_id,
+                    len(assignments),
                 )
         if rows:
-            log.debug("dispatch.claimed topics=%s jobs=%d", ",".join(sorted(group)), len(rows))
+            log.debug(
+                "dispatch.claimed topics=%s jobs=%d", ",".join(sorted(group)), len(rows)
+            )
 
 
 def _assignment(row: tuple[Any, ...]) -> pb.Assignment:
-    (_, job_id, topic, payload, attempt, max_attempts, priority, lease_expires_at,
-     timeout_ms, created_at, attempt_base) = row
+    (
+        _,
+        job_id,
+        topic,
+        payload,
+        attempt,
+        max_attempts,
+        priority,
+        lease_expires_at,
+        timeout_ms,
+        created_at,
+        attempt_base,
+    ) = row
     return pb.Assignment(
         job_id=str(job_id),
         topic=topic,

@@ -23,7 +23,7 @@ STATUS_TO_PROTO = {
     "dead_lettered": pb.JOB_STATUS_DEAD_LETTERED,
     "canceled": pb.JOB_STATUS_CANCELED,
 }
-PROTO_TO_STATUS = {value: key for key, value in STATUS_TO_PROTO.items()}
+PROTO_TO_STATUS: dict[int, str] = {value: key for key, value in STATUS_TO_PROTO.items()}
 FINISHED = ("completed", "dead_lettered", "canceled")
 
 JOB_COLUMNS = """
@@ -84,9 +84,25 @@ def to_timestamp(moment: datetime.datetime | None) -> timestamp_pb2.Timestamp | 
 
 
 def row_to_job(row: tuple[Any, ...]) -> pb.Job:
-    (job_id, topic, payload, priority, status, attempt, attempt_base, max_attempts,
-     run_at, created_at, started_at, finished_at, lease_expires_at, worker_id,
-     last_error, timeout_ms, cancel_requested_at) = row[:17]
+    (
+        job_id,
+        topic,
+        payload,
+        priority,
+        status,
+        attempt,
+        attempt_base,
+        max_attempts,
+        run_at,
+        created_at,
+        started_at,
+        finished_at,
+        lease_expires_at,
+        worker_id,
+        last_error,
+        timeout_ms,
+        cancel_requested_at,
+    ) = row[:17]
     return pb.Job(
         id=str(job_id),
         topic=topic,
@@ -122,13 +138,19 @@ def cancel_job(cur: Cursor, job_id: str) -> pb.Job:
 
 def requeue_job(cur: Cursor, job_id: str) -> pb.Job:
     job = _transition(
-        cur, REQUEUE_JOB, job_id, "requeue", "only dead_lettered or canceled jobs can be"
+        cur,
+        REQUEUE_JOB,
+        job_id,
+        "requeue",
+        "only dead_lettered or canceled jobs can be",
     )
     cur.execute(NOTIFY_PENDING, {"channel": NOTIFY_CHANNEL_PENDING, "topic": job.topic})
     return job
 
 
-def _transition(cur: Cursor, statement: str, job_id: str, verb: str, why: str) -> pb.Job:
+def _transition(
+    cur: Cursor, statement: str, job_id: str, verb: str, why: str
+) -> pb.Job:
     key = parse_job_id(job_id)
     cur.execute(statement, {"id": key})
     row = cur.fetchone()
@@ -151,7 +173,9 @@ def list_jobs(
 ) -> tuple[list[pb.Job], str]:
     """One page of jobs, newest first, and the token of the next page."""
     if not 0 <= page_size <= MAX_PAGE_SIZE:
-        raise InvalidArgument(f"page_size {page_size} is out of range 0..{MAX_PAGE_SIZE}")
+        raise InvalidArgument(
+            f"page_size {page_size} is out of range 0..{MAX_PAGE_SIZE}"
+        )
     limit = page_size or DEFAULT_PAGE_SIZE
     clauses = []
     params: dict[str, Any] = {"limit": limit + 1}

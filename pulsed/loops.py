@@ -33,7 +33,9 @@ class BackgroundLoop:
         self.config = config
         self._wake = threading.Event()
         self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name=f"pulse-{self.name}", daemon=True)
+        self._thread = threading.Thread(
+            target=self._run, name=f"pulse-{self.name}", daemon=True
+        )
 
     def start(self) -> None:
         self._thread.start()
@@ -64,7 +66,10 @@ class BackgroundLoop:
                 sleep_seconds = min(_MAX_ERROR_BACKOFF_SECONDS, 0.1 * 2**failures)
                 log.warning(
                     "loop.failed name=%s failures=%d retry_in=%.1fs error=%s",
-                    self.name, failures, sleep_seconds, exc,
+                    self.name,
+                    failures,
+                    sleep_seconds,
+                    exc,
                 )
             except Exception:
                 failures += 1
@@ -113,7 +118,9 @@ class Promoter(BackgroundLoop):
 
     def step(self) -> float:
         with self.db.transaction() as cur:
-            cur.execute(PROMOTE_DUE, {"limit": self.batch, "channel": NOTIFY_CHANNEL_PENDING})
+            cur.execute(
+                PROMOTE_DUE, {"limit": self.batch, "channel": NOTIFY_CHANNEL_PENDING}
+            )
             topics = {row[0] for row in cur.fetchall()}
             if len(topics) == 0:
                 cur.execute(SECONDS_UNTIL_NEXT_DUE)
@@ -136,7 +143,9 @@ class Watchdog(BackgroundLoop):
     name = "watchdog"
     batch = 1000
 
-    def __init__(self, db: Database, config: Config, on_retrying: Callable[[], None]) -> None:
+    def __init__(
+        self, db: Database, config: Config, on_retrying: Callable[[], None]
+    ) -> None:
         super().__init__(db, config)
         self._on_retrying = on_retrying
 
@@ -145,7 +154,10 @@ class Watchdog(BackgroundLoop):
             expired = outcomes.expire_leases(cur, self.config, self.batch)
         for job_id, attempt, status in expired:
             log.warning(
-                "job.lease_expired job_id=%s attempt=%d status=%s", job_id, attempt, status
+                "job.lease_expired job_id=%s attempt=%d status=%s",
+                job_id,
+                attempt,
+                status,
             )
         if any(status == "retrying" for _, _, status in expired):
             self._on_retrying()
@@ -174,7 +186,10 @@ class Pruner(BackgroundLoop):
         with self.db.transaction() as cur:
             cur.execute(
                 PRUNE_FINISHED,
-                {"retention_seconds": self.config.retention_seconds, "limit": self.batch},
+                {
+                    "retention_seconds": self.config.retention_seconds,
+                    "limit": self.batch,
+                },
             )
             deleted = cur.rowcount
         if deleted:

@@ -34,7 +34,9 @@ class Listener:
         self._on_pending = on_pending
         self._on_due = on_due
         self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="pulse-listener", daemon=True)
+        self._thread = threading.Thread(
+            target=self._run, name="pulse-listener", daemon=True
+        )
         self.connected = threading.Event()
 
     def start(self) -> None:
@@ -63,7 +65,9 @@ class Listener:
         try:
             conn.autocommit = True
             with conn.cursor() as cur:
-                cur.execute(f"LISTEN {NOTIFY_CHANNEL_PENDING}; LISTEN {NOTIFY_CHANNEL_DUE}")
+                cur.execute(
+                    f"LISTEN {NOTIFY_CHANNEL_PENDING}; LISTEN {NOTIFY_CHANNEL_DUE}"
+                )
             self.connected.set()
             # Anything announced while we were not listening was missed.
             self._on_pending(None)

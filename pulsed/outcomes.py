@@ -18,7 +18,7 @@ from pulsed.database import Cursor
 MAX_ERROR_CHARS = 16_000
 MAX_RETRY_DELAY_MS = 30 * 24 * 3600 * 1000
 
-_OUTCOME_NAMES = {
+_OUTCOME_NAMES: dict[int, str] = {
     pb.OUTCOME_SUCCEEDED: "succeeded",
     pb.OUTCOME_FAILED: "failed",
     pb.OUTCOME_FAILED_PERMANENTLY: "failed_permanently",
@@ -45,7 +45,7 @@ _NEXT_STATUS = """
     END
 """
 
-_END_ATTEMPT = f"""
+_END_ATTEMPT = """
 UPDATE jobs AS j SET
     status = d.next_status,
     finished_at = CASE WHEN d.next_status = 'retrying' THEN NULL ELSE now() END,
@@ -165,7 +165,9 @@ class BeatReply:
 def clean_error(text: str) -> str:
     """Error text as Postgres can store it: no NUL, bounded length."""
     if len(text) > MAX_ERROR_CHARS:
-        text = text[:MAX_ERROR_CHARS] + f"... [{len(text) - MAX_ERROR_CHARS} more chars]"
+        text = (
+            text[:MAX_ERROR_CHARS] + f"... [{len(text) - MAX_ERROR_CHARS} more chars]"
+        )
     return text.replace("\x00", "\\x00")
 
 
@@ -204,7 +206,9 @@ def apply_results(cur: Cursor, reports: list[Report], config: Config) -> list[Ac
     return acks
 
 
-def expire_leases(cur: Cursor, config: Config, limit: int = 1000) -> list[tuple[uuid.UUID, int, str]]:
+def expire_leases(
+    cur: Cursor, config: Config, limit: int = 1000
+) -> list[tuple[uuid.UUID, int, str]]:
     """Send lapsed leases through the retry path; returns (id, attempt, status)."""
     cur.execute(EXPIRE_LEASES, {"limit": limit, **_backoff_params(config)})
     return [(row[0], row[1], row[2]) for row in cur.fetchall()]
@@ -223,7 +227,9 @@ def extend_leases(cur: Cursor, beats: list[Beat], config: Config) -> list[BeatRe
     )
     held = {(row[0], row[1]): bool(row[2]) for row in cur.fetchall()}
     return [
-        BeatReply(held=(b.job_id, b.attempt) in held,
-                  cancel_requested=held.get((b.job_id, b.attempt), False))
+        BeatReply(
+            held=(b.job_id, b.attempt) in held,
+            cancel_requested=held.get((b.job_id, b.attempt), False),
+        )
         for b in beats
     ]

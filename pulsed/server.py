@@ -54,7 +54,9 @@ class Server:
         self.health = health.HealthServicer()
         threads = config.max_streams + config.rpc_threads
         self.grpc_server = grpc.server(
-            futures.ThreadPoolExecutor(max_workers=threads, thread_name_prefix="pulse-rpc"),
+            futures.ThreadPoolExecutor(
+                max_workers=threads, thread_name_prefix="pulse-rpc"
+            ),
             # Beyond this the server answers RESOURCE_EXHAUSTED at once
             # instead of queueing calls behind busy threads.
             maximum_concurrent_rpcs=threads,
@@ -71,7 +73,8 @@ class Server:
         pulse_pb2_grpc.add_PulseServicer_to_server(self.service, self.grpc_server)
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.grpc_server)
         reflection.enable_server_reflection(
-            (SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), self.grpc_server
+            (SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME),
+            self.grpc_server,
         )
         self.port = 0
         self._stopped = threading.Event()
@@ -96,7 +99,10 @@ class Server:
         for name in ("", SERVICE_NAME):
             self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
         log.info(
-            "server.started addr=%s port=%d pid=%d", self.config.grpc_addr, self.port, os.getpid()
+            "server.started addr=%s port=%d pid=%d",
+            self.config.grpc_addr,
+            self.port,
+            os.getpid(),
         )
 
     def stop(self) -> None:

@@ -74,11 +74,13 @@ class PulseService(pulse_pb2_grpc.PulseServicer):
         self.config = config
         self.dispatcher = dispatcher
         self.promoter = promoter
-        self.submit_writer: GroupCommit[submits.NewJob, submits.SubmitOutcome] = GroupCommit(
-            "submit-writer",
-            self._insert_jobs,
-            max_batch=config.flush_batch,
-            max_wait_seconds=config.flush_ms / 1000,
+        self.submit_writer: GroupCommit[submits.NewJob, submits.SubmitOutcome] = (
+            GroupCommit(
+                "submit-writer",
+                self._insert_jobs,
+                max_batch=config.flush_batch,
+                max_wait_seconds=config.flush_ms / 1000,
+            )
         )
         self.results_writer: GroupCommit[outcomes.Report, outcomes.Ack] = GroupCommit(
             "result-writer",
@@ -86,11 +88,13 @@ class PulseService(pulse_pb2_grpc.PulseServicer):
             max_batch=config.flush_batch,
             max_wait_seconds=config.flush_ms / 1000,
         )
-        self.heartbeat_writer: GroupCommit[outcomes.Beat, outcomes.BeatReply] = GroupCommit(
-            "heartbeat-writer",
-            self._extend_leases,
-            max_batch=config.flush_batch,
-            max_wait_seconds=config.flush_ms / 1000,
+        self.heartbeat_writer: GroupCommit[outcomes.Beat, outcomes.BeatReply] = (
+            GroupCommit(
+                "heartbeat-writer",
+                self._extend_leases,
+                max_batch=config.flush_batch,
+                max_wait_seconds=config.flush_ms / 1000,
+            )
         )
         self._streams_lock = threading.Lock()
         self._open_streams = 0
@@ -111,7 +115,9 @@ class PulseService(pulse_pb2_grpc.PulseServicer):
 
     # -- batch bodies, run by the writers' flusher threads ------------------
 
-    def _insert_jobs(self, new_jobs: list[submits.NewJob]) -> list[submits.SubmitOutcome]:
+    def _insert_jobs(
+        self, new_jobs: list[submits.NewJob]
+    ) -> list[submits.SubmitOutcome]:
         with self.db.transaction() as cur:
             results, pending_topics, any_scheduled = submits.insert_jobs(cur, new_jobs)
         if pending_topics:
@@ -164,23 +170,26 @@ class PulseService(pulse_pb2_grpc.PulseServicer):
                 f"{len(request.jobs)} jobs in one SubmitJobs; send at most "
                 f"{self.config.flush_batch * 10} per call"
             )
-        answers: list[pb.SubmitResult | None] = [None] * len(request.jobs)
+        answers: list[pb.SubmitResult] = [pb.SubmitResult() for _ in request.jobs]
         valid: list[tuple[int, submits.NewJob]] = []
         for index, spec in enumerate(request.jobs):
             try:
                 valid.append((index, submits.validate(spec, self.config)))
             except PulseError as exc:
                 answers[index] = pb.SubmitResult(
-                    job_id=spec.id, error=pb.ErrorDetail(code=exc.code, message=str(exc))
+                    job_id=spec.id,
+                    error=pb.ErrorDetail(code=exc.code, message=str(exc)),
                 )
         if valid:
             results = self.submit_writer.call([new_job for _, new_job in valid])
-            for (index, _), result in zip(valid, results):
+            for (index, _), result in zip(valid, results, strict=True):
                 answers[index] = _submit_result(result)
         return pb.SubmitJobsResponse(results=answers)
 
     def StreamJobs(
-        self, request_iterator: Iterator[pb.WorkerMessage], context: grpc.ServicerContext
+        self,
+        request_iterator: Iterator[pb.WorkerMessage],
+        context: grpc.ServicerContext,
     ) -> Iterator[pb.ServerMessage]:
         with self._streams_lock:
             if self._open_streams >= self.config.max_streams:
@@ -216,7 +225,9 @@ class PulseService(pulse_pb2_grpc.PulseServicer):
             ).start()
             log.info(
                 "stream.opened worker_id=%s topics=%s credits=%d",
-                session.worker_id, ",".join(sorted(session.topics)), first.hello.credits,
+                session.worker_id,
+                ",".join(sorted(session.topics)),
+                first.hello.credits,
             )
             yield pb.ServerMessage(lease_ms=int(self.config.lease_seconds * 1000))
             yield from session.outgoing()
@@ -233,7 +244,9 @@ class PulseService(pulse_pb2_grpc.PulseServicer):
                 self._open_streams -= 1
 
     @_rpc
-    def GetJob(self, request: pb.GetJobRequest, context: grpc.ServicerContext) -> pb.Job:
+    def GetJob(
+        self, request: pb.GetJobRequest, context: grpc.ServicerContext
+    ) -> pb.Job:
         with self.db.transaction() as cur:
             return jobs.get_job(cur, request.id)
 
@@ -254,14 +267,20 @@ class PulseService(pulse_pb2_grpc.PulseServicer):
         return pb.ListJobsResponse(jobs=page, next_page_token=token)
 
     @_rpc
-    def CancelJob(self, request: pb.CancelJobRequest, context: grpc.ServicerContext) -> pb.Job:
+    def CancelJob(
+        self, request: pb.CancelJobRequest, context: grpc.ServicerContext
+    ) -> pb.Job:
         with self.db.transaction() as cur:
             job = jobs.cancel_job(cur, request.id)
-        log.info("job.cancel job_id=%s status=%s", job.id, pb.JobStatus.Name(job.status))
+        log.info(
+            "job.cancel job_id=%s status=%s", job.id, pb.JobStatus.Name(job.status)
+        )
         return job
 
     @_rpc
-    def RequeueJob(self, request: pb.RequeueJobRequest, context: grpc.ServicerContext) -> pb.Job:
+    def RequeueJob(
+        self, request: pb.RequeueJobRequest, context: grpc.ServicerContext
+    ) -> pb.Job:
         with self.db.transaction() as cur:
             job = jobs.requeue_job(cur, request.id)
         self.dispatcher.wake({job.topic})
@@ -269,7 +288,9 @@ class PulseService(pulse_pb2_grpc.PulseServicer):
         return job
 
     @_rpc
-    def Stats(self, request: pb.StatsRequest, context: grpc.ServicerContext) -> pb.StatsResponse:
+    def Stats(
+        self, request: pb.StatsRequest, context: grpc.ServicerContext
+    ) -> pb.StatsResponse:
         with self.db.transaction() as cur:
             return jobs.stats(cur)
 

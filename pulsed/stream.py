@@ -85,7 +85,9 @@ def open_session(first: pb.WorkerMessage | None) -> StreamSession:
     if not hello.topics:
         raise InvalidArgument("hello.topics must name at least one topic")
     if len(hello.topics) > MAX_TOPICS_PER_STREAM:
-        raise InvalidArgument(f"hello.topics names more than {MAX_TOPICS_PER_STREAM} topics")
+        raise InvalidArgument(
+            f"hello.topics names more than {MAX_TOPICS_PER_STREAM} topics"
+        )
     for topic in hello.topics:
         validate_topic(topic)
     return StreamSession(hello.worker_id, frozenset(hello.topics))
@@ -115,7 +117,11 @@ def read_worker_messages(
 
 
 def _handle(
-    service: PulseService, session: StreamSession, message: pb.WorkerMessage, *, opening: bool
+    service: PulseService,
+    session: StreamSession,
+    message: pb.WorkerMessage,
+    *,
+    opening: bool,
 ) -> None:
     if message.HasField("hello") and not opening:
         raise InvalidArgument("hello may only be sent once, as the first message")
@@ -147,7 +153,9 @@ def _job_id(text: str) -> uuid.UUID:
 
 def _report(session: StreamSession, result: pb.JobResult) -> outcomes.Report:
     if result.outcome not in (
-        pb.OUTCOME_SUCCEEDED, pb.OUTCOME_FAILED, pb.OUTCOME_FAILED_PERMANENTLY
+        pb.OUTCOME_SUCCEEDED,
+        pb.OUTCOME_FAILED,
+        pb.OUTCOME_FAILED_PERMANENTLY,
     ):
         raise InvalidArgument(f"result for job {result.job_id!r} has no valid outcome")
     if not 0 <= result.retry_delay_ms <= outcomes.MAX_RETRY_DELAY_MS:
@@ -184,17 +192,19 @@ def _on_results(
                     accepted=ack.accepted,
                     status=STATUS_TO_PROTO.get(ack.status, pb.JOB_STATUS_UNSPECIFIED),
                 )
-                for report, ack in zip(reports, acks)
+                for report, ack in zip(reports, acks, strict=True)
             ]
         )
     )
     if any(ack.status == "retrying" for ack in acks):
         service.promoter.wake()
-    for report, ack in zip(reports, acks):
+    for report, ack in zip(reports, acks, strict=True):
         if not ack.accepted:
             log.info(
                 "job.result_refused job_id=%s attempt=%d worker_id=%s",
-                report.job_id, report.attempt, report.worker_id,
+                report.job_id,
+                report.attempt,
+                report.worker_id,
             )
 
 
@@ -213,7 +223,7 @@ def _on_heartbeat(
             if reply.cancel_requested
             else pb.LOSS_REASON_LEASE_LOST,
         )
-        for beat, reply in zip(beats, replies)
+        for beat, reply in zip(beats, replies, strict=True)
         if not reply.held or reply.cancel_requested
     ]
     if lost:

@@ -15,6 +15,7 @@ import uuid
 from typing import Any
 
 import uuid6
+from google.protobuf import timestamp_pb2
 
 from pulse_client._proto.pulse.v1 import pulse_pb2 as pb
 from pulse_client.errors import InvalidArgument, JobConflict, PulseError
@@ -91,7 +92,9 @@ def validate(spec: pb.JobSpec, config: Config) -> NewJob:
             f"max_attempts {spec.max_attempts} is out of range 1..{MAX_ATTEMPTS_LIMIT}"
         )
     if not 0 <= spec.delay_ms <= MAX_DELAY_MS:
-        raise InvalidArgument(f"delay_ms {spec.delay_ms} is out of range 0..{MAX_DELAY_MS}")
+        raise InvalidArgument(
+            f"delay_ms {spec.delay_ms} is out of range 0..{MAX_DELAY_MS}"
+        )
     if not 0 <= spec.timeout_ms <= MAX_TIMEOUT_MS:
         raise InvalidArgument(
             f"timeout_ms {spec.timeout_ms} is out of range 0..{MAX_TIMEOUT_MS}"
@@ -113,9 +116,9 @@ def validate(spec: pb.JobSpec, config: Config) -> NewJob:
     )
 
 
-def _timestamp_to_datetime(ts: object) -> datetime.datetime:
+def _timestamp_to_datetime(ts: timestamp_pb2.Timestamp) -> datetime.datetime:
     try:
-        moment = ts.ToDatetime(tzinfo=datetime.timezone.utc)  # type: ignore[attr-defined]
+        moment = ts.ToDatetime(tzinfo=datetime.UTC)
     except (ValueError, OverflowError) as exc:
         raise InvalidArgument(f"run_at is not a valid time: {exc}") from None
     if not 1970 <= moment.year <= 9999:
@@ -158,7 +161,9 @@ SELECT pg_notify(%(channel)s, topic) FROM unnest(%(topics)s::text[]) AS t(topic)
 """
 
 
-def insert_jobs(cur: Cursor, jobs: list[NewJob]) -> tuple[list[SubmitOutcome], set[str], bool]:
+def insert_jobs(
+    cur: Cursor, jobs: list[NewJob]
+) -> tuple[list[SubmitOutcome], set[str], bool]:
     """Insert jobs in one statement.
 
     Returns the outcome per job (in order), the topics that got pending work
@@ -212,7 +217,9 @@ def _outcome(
     if job.id in inserted:
         _, status, run_at, created_at = inserted[job.id]
         if first is job:
-            return SubmitOutcome(str(job.id), status, run_at=run_at, created_at=created_at)
+            return SubmitOutcome(
+                str(job.id), status, run_at=run_at, created_at=created_at
+            )
         # The same id came earlier in this very batch.
         topic, payload = first.topic, first.payload
     elif job.id in existing:
@@ -221,7 +228,9 @@ def _outcome(
     else:
         return SubmitOutcome(
             str(job.id),
-            error=PulseError(f"job {str(job.id)!r} was deleted during the submit; retry"),
+            error=PulseError(
+                f"job {str(job.id)!r} was deleted during the submit; retry"
+            ),
         )
     if topic == job.topic and payload == job.payload:
         return SubmitOutcome(str(job.id), status, existed=True)

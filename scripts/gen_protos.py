@@ -54,6 +54,12 @@ def generate(out_dir: pathlib.Path) -> list[pathlib.Path]:
 
 
 if __name__ == "__main__":
-    target = pathlib.Path(sys.argv[1]) if len(sys.argv) > 1 else ROOT / "pulse_client" / "_proto"
+    target = (
+        pathlib.Path(sys.argv[1])
+        if len(sys.argv) > 1
+        else ROOT / "pulse_client" / "_proto"
+    )
     for path in generate(target):
-        print(path.relative_to(target.parent) if target.parent in path.parents else path)
+        print(
+            path.relative_to(target.parent) if target.parent in path.parents else path
+        )
