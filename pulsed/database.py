@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import re
 import threading
 import time
 from collections.abc import Iterator
@@ -33,6 +34,50 @@ psycopg2.extras.register_uuid()  # type: ignore[no-untyped-call]
 
 class PoolTimeout(Unavailable):
     """No database connection became free in time."""
+
+
+class _PulseConnection(psycopg2.extensions.connection):
+    """A connection that remembers which statements it has prepared."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.prepared: set[str] = set()
+
+
+class Prepared:
+    """A hot-path statement, planned once per connection instead of per call.
+
+    Written with named parameters like any other statement; every parameter
+    must have a type Postgres can infer (cast it where it cannot).
+    """
+
+    def __init__(self, name: str, sql: str) -> None:
+        order: list[str] = []
+
+        def number(match: re.Match[str]) -> str:
+            if match.group(1) not in order:
+                order.append(match.group(1))
+            return f"${order.index(match.group(1)) + 1}"
+
+        self.name = name
+        self.sql = sql
+        self.prepare_sql = f"PREPARE {name} AS {_PARAMETER.sub(number, sql)}"
+        arguments = ", ".join(f"%({param})s" for param in order)
+        self.execute_sql = f"EXECUTE {name}({arguments})"
+
+    def execute(self, cur: Cursor, params: dict[str, Any]) -> None:
+        conn = cur.connection
+        prepared = getattr(conn, "prepared", None)
+        if prepared is None:  # a plain connection: no plan cache
+            cur.execute(self.sql, params)
+            return
+        if self.name not in prepared:
+            cur.execute(self.prepare_sql)
+            prepared.add(self.name)
+        cur.execute(self.execute_sql, params)
+
+
+_PARAMETER = re.compile(r"%\((\w+)\)s")
 
 
 class Database:
@@ -71,7 +116,9 @@ class Database:
     def connect(self) -> Connection:
         """A new connection outside the pool (for LISTEN and migrations)."""
         try:
-            conn: Connection = psycopg2.connect(self._dsn, **self._connect_kwargs)
+            conn: Connection = psycopg2.connect(
+                self._dsn, connection_factory=_PulseConnection, **self._connect_kwargs
+            )
             return conn
         except psycopg2.OperationalError as exc:
             raise Unavailable(f"Database unreachable: {_first_line(exc)}") from exc

@@ -23,7 +23,7 @@ from typing import Any, Protocol
 from pulse_client._proto.pulse.v1 import pulse_pb2 as pb
 from pulse_client.errors import PulseError
 from pulsed.config import Config
-from pulsed.database import Database
+from pulsed.database import Database, Prepared
 from pulsed.jobs import to_timestamp
 
 log = logging.getLogger(__name__)
@@ -43,7 +43,7 @@ WITH slots AS (
         SELECT id, priority, run_at FROM jobs
         WHERE status = 'pending' AND jobs.topic = t.topic
         ORDER BY priority DESC, run_at, id
-        LIMIT %(limit)s
+        LIMIT %(limit)s::int
         FOR UPDATE SKIP LOCKED
     ) AS c
     ORDER BY c.priority DESC, c.run_at, c.id
@@ -56,14 +56,16 @@ UPDATE jobs AS j SET
     started_at = now(),
     lease_expires_at = CASE
         WHEN j.timeout_ms > 0 THEN now() + least(
-            %(lease_seconds)s * interval '1 second',
+            %(lease_seconds)s::float8 * interval '1 second',
             j.timeout_ms * interval '1 millisecond')
-        ELSE now() + %(lease_seconds)s * interval '1 second' END
+        ELSE now() + %(lease_seconds)s::float8 * interval '1 second' END
 FROM picked JOIN slots AS s USING (n)
 WHERE j.id = picked.id
 RETURNING s.slot, j.id, j.topic, j.payload, j.attempt, j.max_attempts, j.priority,
           j.lease_expires_at, j.timeout_ms, j.created_at, j.attempt_base
 """
+
+_CLAIM_JOBS = Prepared("pulse_claim_jobs", CLAIM_JOBS)
 
 MAX_CREDITS_PER_STREAM = 10_000
 
@@ -206,8 +208,8 @@ class Dispatcher:
             return
 
         with self._db.transaction() as cur:
-            cur.execute(
-                CLAIM_JOBS,
+            _CLAIM_JOBS.execute(
+                cur,
                 {
                     "slots": slots,
                     "worker_ids": [ordered[i].worker_id for i in slots],

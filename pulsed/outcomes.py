@@ -13,7 +13,7 @@ import uuid
 
 from pulse_client._proto.pulse.v1 import pulse_pb2 as pb
 from pulsed.config import Config
-from pulsed.database import Cursor
+from pulsed.database import Cursor, Prepared
 
 MAX_ERROR_CHARS = 16_000
 MAX_RETRY_DELAY_MS = 30 * 24 * 3600 * 1000
@@ -120,15 +120,19 @@ EXTEND_LEASES = """
 UPDATE jobs AS j SET
     lease_expires_at = CASE
         WHEN j.timeout_ms > 0 THEN least(
-            now() + %(lease_seconds)s * interval '1 second',
+            now() + %(lease_seconds)s::float8 * interval '1 second',
             j.started_at + j.timeout_ms * interval '1 millisecond')
-        ELSE now() + %(lease_seconds)s * interval '1 second' END
+        ELSE now() + %(lease_seconds)s::float8 * interval '1 second' END
 FROM unnest(%(ids)s::uuid[], %(attempts)s::int[], %(worker_ids)s::text[])
      AS h(id, attempt, worker_id)
 WHERE j.id = h.id AND j.attempt = h.attempt AND j.worker_id = h.worker_id
   AND j.status = 'running' AND j.lease_expires_at >= now()
 RETURNING j.id, j.attempt, j.cancel_requested_at IS NOT NULL
 """
+
+
+_APPLY_RESULTS = Prepared("pulse_apply_results", APPLY_RESULTS)
+_EXTEND_LEASES = Prepared("pulse_extend_leases", EXTEND_LEASES)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -180,8 +184,8 @@ def _backoff_params(config: Config) -> dict[str, float]:
 
 def apply_results(cur: Cursor, reports: list[Report], config: Config) -> list[Ack]:
     """Apply a batch of reports; one Ack per report, in order."""
-    cur.execute(
-        APPLY_RESULTS,
+    _APPLY_RESULTS.execute(
+        cur,
         {
             "ids": [r.job_id for r in reports],
             "attempts": [r.attempt for r in reports],
@@ -216,8 +220,8 @@ def expire_leases(
 
 def extend_leases(cur: Cursor, beats: list[Beat], config: Config) -> list[BeatReply]:
     """Extend the leases still held; one reply per beat, in order."""
-    cur.execute(
-        EXTEND_LEASES,
+    _EXTEND_LEASES.execute(
+        cur,
         {
             "ids": [b.job_id for b in beats],
             "attempts": [b.attempt for b in beats],

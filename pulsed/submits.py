@@ -20,7 +20,7 @@ from google.protobuf import timestamp_pb2
 from pulse_client._proto.pulse.v1 import pulse_pb2 as pb
 from pulse_client.errors import InvalidArgument, JobConflict, PulseError
 from pulsed.config import Config
-from pulsed.database import Cursor
+from pulsed.database import Cursor, Prepared
 
 TOPIC_PATTERN = re.compile(r"[A-Za-z0-9._:-]{1,200}")
 MAX_PRIORITY = 1000
@@ -161,6 +161,9 @@ SELECT pg_notify(%(channel)s, topic) FROM unnest(%(topics)s::text[]) AS t(topic)
 """
 
 
+_INSERT_JOBS = Prepared("pulse_insert_jobs", INSERT_JOBS)
+
+
 def insert_jobs(
     cur: Cursor, jobs: list[NewJob]
 ) -> tuple[list[SubmitOutcome], set[str], bool]:
@@ -169,8 +172,8 @@ def insert_jobs(
     Returns the outcome per job (in order), the topics that got pending work
     and whether any job was scheduled for later.
     """
-    cur.execute(
-        INSERT_JOBS,
+    _INSERT_JOBS.execute(
+        cur,
         {
             "ids": [job.id for job in jobs],
             "topics": [job.topic for job in jobs],
