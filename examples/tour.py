@@ -144,7 +144,17 @@ class Tour:
             if pending:
                 time.sleep(0.1)
 
+    def clear_leftovers(self) -> None:
+        """Cancel waiting jobs of the tour's topics left by an interrupted run,
+        so they cannot skew the priority section."""
+        for topic in self.pulse.topics:
+            for job in self.pulse.iter_jobs(
+                status=["pending", "scheduled", "retrying"], topic=topic
+            ):
+                self.pulse.cancel(job.id)
+
     def run(self, page_url: Callable[[str], str]) -> int:
+        self.clear_leftovers()
         # The priority section needs a backlog waiting before any worker
         # starts, so it is queued first.
         routine = self.pulse.enqueue_many(

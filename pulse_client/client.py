@@ -15,6 +15,7 @@ from pulse_client.connection import DEFAULT_TIMEOUT_SECONDS, Connection, parse_a
 from pulse_client.errors import InvalidArgument, PulseError, error_class
 from pulse_client.handlers import Handler, encode_payload, make_handler
 from pulse_client.ids import new_job_id
+from pulse_client.limits import validate_topic
 from pulse_client.models import Job, JobPage, JobStatus, NewJob, Stats, status_to_proto
 from pulse_client.submitter import Submitter
 from pulse_client.worker import Runtime, default_worker_id
@@ -118,6 +119,7 @@ class Pulse:
 
     def register(self, topic: str, fn: Callable[..., Any]) -> None:
         """Run ``fn`` for jobs of ``topic`` (see ``handler`` for its shape)."""
+        validate_topic(topic)
         if topic in self._handlers:
             raise InvalidArgument(
                 f"a handler for topic {topic!r} is already registered"
@@ -210,15 +212,24 @@ class Pulse:
         Returns the ids in input order. If some jobs are refused the others
         are still stored, and ``SubmitRefused`` says which failed and why.
         """
-        specs = [_spec(job) for job in jobs]
-        ids = [spec.id for spec in specs]
+        ids: list[str] = []
         errors: dict[int, PulseError] = {}
-        for start, chunk in _chunks(specs):
-            for offset, result in enumerate(self._submit_jobs(chunk)):
+        valid: list[tuple[int, pb.JobSpec]] = []
+        for index, job in enumerate(jobs):
+            try:
+                spec = _spec(job)
+            except PulseError as exc:
+                # Refused here, like the server refuses: the rest still go.
+                errors[index] = exc
+                ids.append(job.job_id or new_job_id())
+                continue
+            ids.append(spec.id)
+            valid.append((index, spec))
+        for chunk in _chunks(valid):
+            results = self._submit_jobs([spec for _, spec in chunk])
+            for (index, _), result in zip(chunk, results, strict=True):
                 if result.HasField("error"):
-                    errors[start + offset] = error_class(result.error.code)(
-                        result.error.message
-                    )
+                    errors[index] = error_class(result.error.code)(result.error.message)
         if errors:
             first = min(errors)
             raise SubmitRefused(
@@ -345,18 +356,20 @@ def _milliseconds(value: datetime.timedelta | float | None, name: str) -> int:
     return round(seconds * 1000)
 
 
-def _chunks(specs: list[pb.JobSpec]) -> Iterator[tuple[int, list[pb.JobSpec]]]:
-    start = 0
-    chunk: list[pb.JobSpec] = []
+def _chunks(
+    specs: list[tuple[int, pb.JobSpec]],
+) -> Iterator[list[tuple[int, pb.JobSpec]]]:
+    chunk: list[tuple[int, pb.JobSpec]] = []
     size = 0
-    for index, spec in enumerate(specs):
-        spec_bytes = spec.ByteSize()
-        if chunk and (
+    for entry in specs:
+        spec_bytes = entry[1].ByteSize()
+        full = (
             len(chunk) >= _SUBMIT_CHUNK_JOBS or size + spec_bytes > _SUBMIT_CHUNK_BYTES
-        ):
-            yield start, chunk
-            start, chunk, size = index, [], 0
-        chunk.append(spec)
+        )
+        if chunk and full:
+            yield chunk
+            chunk, size = [], 0
+        chunk.append(entry)
         size += spec_bytes
     if chunk:
-        yield start, chunk
+        yield chunk

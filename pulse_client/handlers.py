@@ -45,6 +45,11 @@ def make_handler(topic: str, fn: Callable[..., Any]) -> Handler:
     """Inspect ``fn`` once, at registration."""
     if not callable(fn):
         raise TypeError(f"handler for {topic!r} is not callable: {fn!r}")
+    if inspect.iscoroutinefunction(fn):
+        raise TypeError(
+            f"handler for {topic!r} is a coroutine function; pulse runs handlers "
+            "on threads: pass a plain function (call asyncio.run inside it if needed)"
+        )
     params = [
         p
         for p in inspect.signature(fn).parameters.values()
@@ -109,11 +114,32 @@ def _convert(value: Any, target: Any) -> Any:
                 f"payload does not fit {target.__name__}: {exc}"
             ) from None
     origin = typing.get_origin(target)
-    if origin in (list, tuple) and isinstance(value, list):
-        (item_type, *_) = typing.get_args(target) or (Any,)
-        return origin(_convert(item, item_type) for item in value)
+    args = typing.get_args(target)
+    if origin is list and isinstance(value, list):
+        item_type = args[0] if args else Any
+        return [_convert(item, item_type) for item in value]
+    if origin is tuple and isinstance(value, list):
+        if len(args) == 2 and args[1] is Ellipsis:
+            return tuple(_convert(item, args[0]) for item in value)
+        if args and len(args) == len(value):
+            return tuple(_convert(item, t) for item, t in zip(value, args, strict=True))
+        return tuple(value)
+    if origin is dict and isinstance(value, dict) and len(args) == 2:
+        return {key: _convert(item, args[1]) for key, item in value.items()}
     if origin in (typing.Union, types.UnionType) and value is not None:
-        for option in typing.get_args(target):
-            if dataclasses.is_dataclass(option) and isinstance(value, dict):
+        for option in args:
+            if option is not type(None) and _fits(value, option):
                 return _convert(value, option)
     return value
+
+
+def _fits(value: Any, target: Any) -> bool:
+    """Whether a JSON value has the shape of ``target`` (to pick a Union arm)."""
+    if dataclasses.is_dataclass(target) and isinstance(target, type):
+        return isinstance(value, dict)
+    origin = typing.get_origin(target) or target
+    if origin in (list, tuple):
+        return isinstance(value, list)
+    if origin is dict:
+        return isinstance(value, dict)
+    return isinstance(origin, type) and isinstance(value, origin)

@@ -49,7 +49,7 @@ _RECONNECT_MAX_SECONDS = 5.0
 # After the grace period, how long reports of abandoned jobs may take.
 _ABANDON_ACK_SECONDS = 2.0
 # Errors a reconnect cannot fix.
-_FATAL = (InvalidArgument, Unauthenticated, PermissionDenied)
+FATAL_ERRORS = (InvalidArgument, Unauthenticated, PermissionDenied)
 
 
 def default_worker_id() -> str:
@@ -163,7 +163,7 @@ class Runtime:
                 if self._drained.is_set():
                     return
                 error = from_rpc_error(exc)
-                if isinstance(error, _FATAL):
+                if isinstance(error, FATAL_ERRORS):
                     raise error from None
                 failures += 1
                 self._connection.rotate()
@@ -222,7 +222,9 @@ class Runtime:
             )
             self._outbox = outbox
         address, stub = self._connection.stub()
-        self._call = stub.StreamJobs(_requests(outbox), metadata=self._connection.metadata)
+        self._call = stub.StreamJobs(
+            _requests(outbox), metadata=self._connection.metadata
+        )
         if self._drained.is_set():
             self._call.cancel()
         for message in self._call:

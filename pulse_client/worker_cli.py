@@ -30,6 +30,7 @@ import importlib
 import logging
 import multiprocessing
 import os
+import re
 import signal
 import sys
 import time
@@ -38,10 +39,16 @@ from typing import Any
 
 from docopt import DocoptExit, docopt
 
+from pulse_client.errors import PulseError
+from pulse_client.worker import FATAL_ERRORS
+
 log = logging.getLogger("pulse_client.worker_cli")
 
 _RESTART_PAUSE_SECONDS = 1.0
 _LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
+_LOG_FORMAT = "%(asctime)s %(levelname)s %(processName)s %(name)s %(message)s"
+# A child exits with this code when a restart cannot help (EX_CONFIG).
+EXIT_FATAL = 78
 
 
 class UsageError(Exception):
@@ -50,7 +57,7 @@ class UsageError(Exception):
 
 def load_pulse(target: str) -> Any:
     """Import ``module:object`` and return the object (a Pulse)."""
-    from pulse_client.client import Pulse
+    from pulse_client.client import Pulse  # late: keeps --help fast
 
     module_name, _, attr = target.partition(":")
     if not module_name or not attr:
@@ -63,7 +70,10 @@ def load_pulse(target: str) -> Any:
         module = importlib.import_module(module_name)
     except ImportError as exc:
         raise UsageError(f"cannot import {module_name!r}: {exc}") from None
-    obj = module
+    except (PulseError, TypeError) as exc:
+        # register() refusing a topic or a handler while the module loads.
+        raise UsageError(f"{module_name!r} failed to load: {exc}") from None
+    obj: Any = module
     for part in attr.split("."):
         try:
             obj = getattr(obj, part)
@@ -83,19 +93,47 @@ def load_pulse(target: str) -> Any:
 def _child(
     target: str, concurrency: int | None, grace: float | None, level: str
 ) -> None:
-    logging.basicConfig(
-        level=level,
-        format="%(asctime)s %(levelname)s %(processName)s %(name)s %(message)s",
-    )
-    pulse = load_pulse(target)
-    if concurrency is not None:
-        pulse.concurrency = concurrency
-    if grace is not None:
-        pulse.grace_seconds = grace
+    # Only the supervisor hears the terminal's Ctrl-C and forwards one
+    # SIGTERM per signal, so a child never mistakes one Ctrl-C for two.
+    os.setpgrp()
+    pulse: Any = None
+    stop_requested = False
+
+    def early_stop(signum: int, frame: object) -> None:
+        # A stop that arrives while the application is still importing.
+        nonlocal stop_requested
+        stop_requested = True
+        if pulse is not None:
+            pulse.stop()
+
+    signal.signal(signal.SIGTERM, early_stop)
+    signal.signal(signal.SIGINT, early_stop)
+    logging.basicConfig(level=level, format=_LOG_FORMAT)
     try:
+        pulse = load_pulse(target)
+        if concurrency is not None:
+            pulse.concurrency = concurrency
+        if grace is not None:
+            pulse.grace_seconds = grace
+        if stop_requested:
+            pulse.stop()
         pulse.run()
+    except (UsageError, *FATAL_ERRORS) as exc:
+        log.error("worker_cli.fatal error=%s", exc)
+        sys.exit(EXIT_FATAL)
     finally:
-        pulse.close()
+        if pulse is not None:
+            pulse.close()
+
+
+def unknown_options(doc: str, argv: list[str]) -> list[str]:
+    """Options in ``argv`` that the usage text does not define."""
+    known = set(re.findall(r"(?<![\w-])(--?[A-Za-z][\w-]*)", doc))
+    return [
+        arg.split("=", 1)[0]
+        for arg in argv
+        if arg.startswith("-") and arg != "-" and arg.split("=", 1)[0] not in known
+    ]
 
 
 def _number(options: dict[str, Any], name: str, kind: type, minimum: float) -> Any:
@@ -113,8 +151,15 @@ def _number(options: dict[str, Any], name: str, kind: type, minimum: float) -> A
 
 def main(argv: list[str] | None = None) -> None:
     """Entry point of the ``pulse-worker`` command."""
+    doc = __doc__ or ""
+    args = sys.argv[1:] if argv is None else argv
+    unknown = unknown_options(doc, args)
+    if unknown:
+        usage = doc.split("\n\n")[1].strip()
+        print(f"pulse-worker: unknown option {unknown[0]}\n{usage}", file=sys.stderr)
+        sys.exit(2)
     try:
-        options = docopt(__doc__, argv)
+        options = docopt(doc, args)
     except DocoptExit as exc:
         print(exc, file=sys.stderr)
         sys.exit(2)
@@ -132,9 +177,7 @@ def main(argv: list[str] | None = None) -> None:
     except UsageError as exc:
         print(f"pulse-worker: {exc}", file=sys.stderr)
         sys.exit(2)
-    logging.basicConfig(
-        level=level, format="%(asctime)s %(levelname)s %(name)s %(message)s"
-    )
+    logging.basicConfig(level=level, format=_LOG_FORMAT)
     sys.exit(_supervise(target, processes, concurrency, grace, level))
 
 
@@ -147,6 +190,7 @@ def _supervise(
 ) -> int:
     context = multiprocessing.get_context("spawn")
     stopping = False
+    fatal = False
 
     def start(index: int) -> BaseProcess:
         process = context.Process(
@@ -158,7 +202,7 @@ def _supervise(
         log.info("worker_cli.started process=%s pid=%s", process.name, process.pid)
         return process
 
-    def on_signal(signum: int, frame: object) -> None:
+    def stop_all(signum: int, frame: object) -> None:
         nonlocal stopping
         if not stopping:
             log.info("worker_cli.draining signal=%s", signal.Signals(signum).name)
@@ -168,11 +212,16 @@ def _supervise(
                 os.kill(process.pid, signal.SIGTERM)
 
     children = [start(i) for i in range(processes)]
-    signal.signal(signal.SIGTERM, on_signal)
-    signal.signal(signal.SIGINT, on_signal)
+    signal.signal(signal.SIGTERM, stop_all)
+    signal.signal(signal.SIGINT, stop_all)
     while any(p.is_alive() for p in children) or not stopping:
         time.sleep(0.2)
         if stopping:
+            continue
+        if any(p.exitcode == EXIT_FATAL for p in children):
+            log.error("worker_cli.fatal: a worker cannot run (see above); stopping")
+            fatal = True
+            stop_all(signal.SIGTERM, None)
             continue
         for index, process in enumerate(children):
             if not process.is_alive():
@@ -186,7 +235,11 @@ def _supervise(
                     children[index] = start(index)
     codes = [p.exitcode for p in children]
     log.info("worker_cli.stopped exitcodes=%s", codes)
-    return 0 if all(code == 0 for code in codes) else 1
+    if fatal:
+        return 1
+    # A child stopped by our SIGTERM before it could install a handler
+    # (still starting up) stopped cleanly too.
+    return 0 if all(code in (0, -signal.SIGTERM) for code in codes) else 1
 
 
 if __name__ == "__main__":

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 from collections.abc import Callable, Mapping
 from typing import TypeVar
@@ -62,6 +63,10 @@ class Config:
     # whatever queued while the previous flush ran (group commit without
     # added latency).
     flush_ms: float = 0.0
+    # PULSE_CLAIM_LINGER_MS: how long a busy stream with few free slots
+    # waits for more to free up before the dispatcher claims for it. Idle
+    # streams (a quarter or more of their slots free) never wait.
+    claim_linger_ms: float = 5.0
     # PULSE_FLUSH_BATCH: most results or submits in one commit.
     flush_batch: int = 1000
     # PULSE_SHUTDOWN_GRACE_SECONDS: how long open streams get to finish.
@@ -111,6 +116,9 @@ class Config:
             claim_batch=reader.number(
                 "PULSE_CLAIM_BATCH", int, cls.claim_batch, 1, 10000
             ),
+            claim_linger_ms=reader.number(
+                "PULSE_CLAIM_LINGER_MS", float, cls.claim_linger_ms, 0, 1000
+            ),
             flush_ms=reader.number("PULSE_FLUSH_MS", float, cls.flush_ms, 0, 1000),
             flush_batch=reader.number(
                 "PULSE_FLUSH_BATCH", int, cls.flush_batch, 1, 100000
@@ -144,6 +152,10 @@ class _Reader:
             raise ConfigError(
                 f"{name}={raw!r} is not {kind_name}; expected {kind_name} {bounds}"
             ) from None
+        if not math.isfinite(value):
+            raise ConfigError(
+                f"{name}={raw!r} is not a finite number; expected {bounds}"
+            )
         if value < minimum or (maximum is not None and value > maximum):
             raise ConfigError(f"{name}={raw!r} is out of range; expected {bounds}")
         return value

@@ -90,6 +90,10 @@ class Dispatcher:
         self._cond = threading.Condition()
         self._receivers: list[Receiver] = []
         self._draining: set[Receiver] = set()
+        # Per stream: the most credits it ever had, and since when it has
+        # had unused credits.
+        self._capacity: dict[Receiver, int] = {}
+        self._credited_at: dict[Receiver, float] = {}
         self._idle_groups: set[frozenset[str]] = set()
         self._stopping = False
         self._next_poll = 0.0
@@ -112,6 +116,8 @@ class Dispatcher:
     def register(self, receiver: Receiver, credits: int) -> None:
         with self._cond:
             receiver.credits = min(credits, MAX_CREDITS_PER_STREAM)
+            self._capacity[receiver] = max(1, receiver.credits)
+            self._credited_at[receiver] = time.monotonic()
             self._receivers.append(receiver)
             self._idle_groups.discard(receiver.topics)
             self._cond.notify_all()
@@ -121,12 +127,17 @@ class Dispatcher:
             if receiver in self._receivers:
                 self._receivers.remove(receiver)
             self._draining.discard(receiver)
+            self._capacity.pop(receiver, None)
+            self._credited_at.pop(receiver, None)
 
     def add_credits(self, receiver: Receiver, credits: int) -> None:
         with self._cond:
-            if receiver in self._draining:
+            if receiver in self._draining or receiver not in self._capacity:
                 return
+            if receiver.credits == 0:
+                self._credited_at[receiver] = time.monotonic()
             receiver.credits = min(receiver.credits + credits, MAX_CREDITS_PER_STREAM)
+            self._capacity[receiver] = max(self._capacity[receiver], receiver.credits)
             self._cond.notify_all()
 
     def drain(self, receiver: Receiver) -> None:
@@ -180,16 +191,31 @@ class Dispatcher:
                     self._idle_groups.clear()
                     self._next_poll = now + self._config.poll_seconds
                 groups: dict[frozenset[str], list[Receiver]] = {}
+                wake_at = self._next_poll
                 for receiver in self._receivers:
-                    if (
-                        receiver.credits > 0
-                        and receiver.topics not in self._idle_groups
-                    ):
+                    if receiver.credits == 0 or receiver.topics in self._idle_groups:
+                        continue
+                    ready_at = self._ready_at(receiver)
+                    if ready_at <= now:
                         groups.setdefault(receiver.topics, []).append(receiver)
+                    else:
+                        wake_at = min(wake_at, ready_at)
                 if groups:
                     return list(groups.items())
-                self._cond.wait(max(0.0, self._next_poll - now))
+                self._cond.wait(max(0.0, wake_at - now))
             return None
+
+    def _ready_at(self, receiver: Receiver) -> float:
+        """When to claim for a stream with credits.
+
+        At once when it is idle or a good share of its slots is free. A busy
+        stream that just freed one slot waits a moment for more to free
+        up, so that a worker reporting one result at a time still gets its
+        work in batches (one claim per several jobs, not one per job).
+        """
+        if receiver.credits * 4 >= self._capacity[receiver]:
+            return 0.0
+        return self._credited_at[receiver] + self._config.claim_linger_ms / 1000
 
     def _claim(self, group: frozenset[str], receivers: list[Receiver]) -> None:
         # Interleave the streams' slots so that a short claim is shared out
@@ -227,9 +253,11 @@ class Dispatcher:
         with self._cond:
             if len(rows) < len(slots):
                 self._idle_groups.add(group)
+            now = time.monotonic()
             for index, assignments in by_receiver.items():
                 receiver = ordered[index]
                 receiver.credits = max(0, receiver.credits - len(assignments))
+                self._credited_at[receiver] = now
         for index, assignments in by_receiver.items():
             receiver = ordered[index]
             if not receiver.deliver(assignments):

@@ -22,6 +22,7 @@ from pulse_client.errors import (
     PulseError,
     ResourceExhausted,
 )
+from pulse_client.limits import validate_topic
 from pulsed import jobs, outcomes, stream, submits
 from pulsed.batching import GroupCommit
 from pulsed.config import Config
@@ -255,7 +256,7 @@ class PulseService(pulse_pb2_grpc.PulseServicer):
         self, request: pb.ListJobsRequest, context: grpc.ServicerContext
     ) -> pb.ListJobsResponse:
         if request.topic:
-            submits.validate_topic(request.topic)
+            validate_topic(request.topic)
         with self.db.transaction() as cur:
             page, token = jobs.list_jobs(
                 cur,

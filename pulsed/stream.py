@@ -19,9 +19,9 @@ import grpc
 
 from pulse_client._proto.pulse.v1 import pulse_pb2 as pb
 from pulse_client.errors import InvalidArgument, PulseError, Unavailable
+from pulse_client.limits import validate_topic
 from pulsed import outcomes
 from pulsed.jobs import STATUS_TO_PROTO
-from pulsed.submits import validate_topic
 
 if TYPE_CHECKING:
     from pulsed.service import PulseService
@@ -81,6 +81,10 @@ def open_session(first: pb.WorkerMessage | None) -> StreamSession:
     if not hello.worker_id or len(hello.worker_id) > MAX_WORKER_ID_CHARS:
         raise InvalidArgument(
             f"hello.worker_id must be 1-{MAX_WORKER_ID_CHARS} characters"
+        )
+    if not hello.worker_id.isprintable():
+        raise InvalidArgument(
+            f"hello.worker_id {hello.worker_id[:60]!r} holds control characters"
         )
     if not hello.topics:
         raise InvalidArgument("hello.topics must name at least one topic")

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import dataclasses
 import datetime
-import re
 import uuid
 from typing import Any
 
@@ -19,12 +18,10 @@ from google.protobuf import timestamp_pb2
 
 from pulse_client._proto.pulse.v1 import pulse_pb2 as pb
 from pulse_client.errors import InvalidArgument, JobConflict, PulseError
+from pulse_client.limits import MAX_ATTEMPTS_LIMIT, MAX_PRIORITY, validate_topic
 from pulsed.config import Config
 from pulsed.database import Cursor, Prepared
 
-TOPIC_PATTERN = re.compile(r"[A-Za-z0-9._:-]{1,200}")
-MAX_PRIORITY = 1000
-MAX_ATTEMPTS_LIMIT = 1000
 # Far enough for any real schedule, near enough to stay inside timestamptz.
 MAX_DELAY_MS = 100 * 365 * 24 * 3600 * 1000
 MAX_TIMEOUT_MS = 365 * 24 * 3600 * 1000
@@ -56,14 +53,6 @@ class SubmitOutcome:
     # Set for jobs this submit inserted.
     run_at: datetime.datetime | None = None
     created_at: datetime.datetime | None = None
-
-
-def validate_topic(topic: str) -> str:
-    if not TOPIC_PATTERN.fullmatch(topic):
-        raise InvalidArgument(
-            f"topic {topic[:220]!r} is invalid: use 1-200 letters, digits or '._:-'"
-        )
-    return topic
 
 
 def parse_job_id(text: str) -> uuid.UUID:

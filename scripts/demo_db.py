@@ -6,13 +6,8 @@ Usage:
   python scripts/demo_db.py [options] -- CMD ...   run CMD with DB_URL set, then
                                                    stop any embedded server
 
-Options:
-  --dbname NAME        database to use, created if missing [default: pulse_demo]
-  --probe HOST:PORT    where to look for a running server
-                       [default: $PULSE_DEMO_PROBE or 127.0.0.1:5432]
-  --embedded KIND      auto, pgserver, system or none: which embedded server may
-                       be started when the probe finds none
-                       [default: $PULSE_DEMO_EMBEDDED or auto]
+Options (see --help): --dbname NAME (default pulse_demo), --probe HOST:PORT,
+--embedded auto|pgserver|system|none.
 
 The choice, in order:
 
@@ -182,7 +177,7 @@ def _ensure_database(url: str) -> str:
         conn.close()
         return ""
     except psycopg2.OperationalError as exc:
-        if "does not exist" not in str(exc):
+        if f'database "{dbname}" does not exist' not in str(exc):
             raise DemoDatabaseError(_first_line(exc)) from exc
 
     params["dbname"] = "postgres"
@@ -219,7 +214,7 @@ def _start_embedded(dbname: str, kind: str, say: Callable[[str], None]) -> DemoD
     if kind in ("auto", "pgserver"):
         try:
             return _start_pgserver(dbname, say)
-        except (ImportError, OSError, subprocess.SubprocessError, RuntimeError) as exc:
+        except Exception as exc:  # any pgserver failure: try the next kind
             failures.append(f"pgserver: {_first_line(exc)}")
             say(f"pgserver could not start a server: {_first_line(exc)}")
     if kind in ("auto", "system"):
@@ -444,9 +439,22 @@ def _parse_args(argv: list[str]) -> tuple[argparse.Namespace, list[str]]:
         description="Find or start a Postgres for the pulse demo.",
         epilog="With `-- CMD ...`, runs CMD with DB_URL set and returns its exit code.",
     )
-    parser.add_argument("--dbname", default=DEFAULT_DBNAME)
-    parser.add_argument("--probe", help=f"HOST:PORT (default {DEFAULT_PROBE})")
-    parser.add_argument("--embedded", choices=EMBEDDED_KINDS)
+    parser.add_argument(
+        "--dbname",
+        default=DEFAULT_DBNAME,
+        help=f"database to use, created if missing (default {DEFAULT_DBNAME})",
+    )
+    parser.add_argument(
+        "--probe",
+        help="where to look for a running server, HOST:PORT "
+        f"(default: $PULSE_DEMO_PROBE or {DEFAULT_PROBE})",
+    )
+    parser.add_argument(
+        "--embedded",
+        choices=EMBEDDED_KINDS,
+        help="which embedded server may be started if the probe finds none "
+        "(default: $PULSE_DEMO_EMBEDDED or auto: pgserver, then the system's)",
+    )
     return parser.parse_args(argv), command
 
 
@@ -459,11 +467,14 @@ def _terminate_as_interrupt() -> Iterator[None]:
     def on_term(signum: int, frame: FrameType | None) -> None:
         raise _Terminated
 
-    previous = signal.signal(signal.SIGTERM, on_term)
+    previous_term = signal.signal(signal.SIGTERM, on_term)
+    # Also when started in the background, where SIGINT comes ignored.
+    previous_int = signal.signal(signal.SIGINT, signal.default_int_handler)
     try:
         yield
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        signal.signal(signal.SIGTERM, previous_term)
+        signal.signal(signal.SIGINT, previous_int)
 
 
 def _run_command(command: list[str], url: str) -> int:
@@ -476,10 +487,10 @@ def _run_command(command: list[str], url: str) -> int:
         # before its database goes away.
         if isinstance(interrupt, _Terminated):
             child.terminate()
-        return stop_child(child, grace_seconds=15.0)
+        return _stop_child(child, grace_seconds=15.0)
 
 
-def stop_child(child: subprocess.Popen[bytes], grace_seconds: float) -> int:
+def _stop_child(child: subprocess.Popen[bytes], grace_seconds: float) -> int:
     """Wait for a child that was asked to stop; SIGTERM, then SIGKILL it."""
     for ask in (None, child.terminate, child.kill):
         if ask is not None:

@@ -1,0 +1,21 @@
+"""Limits of the wire contract that both the SDK and the server enforce."""
+
+from __future__ import annotations
+
+import re
+
+from pulse_client.errors import InvalidArgument
+
+TOPIC_PATTERN = re.compile(r"[A-Za-z0-9._:-]{1,200}")
+MAX_PRIORITY = 1000
+MAX_ATTEMPTS_LIMIT = 1000
+
+
+def validate_topic(topic: str) -> str:
+    """Return ``topic`` if pulse accepts it; raise InvalidArgument otherwise."""
+    if not isinstance(topic, str) or not TOPIC_PATTERN.fullmatch(topic):
+        raise InvalidArgument(
+            f"topic {str(topic)[:220]!r} is invalid: "
+            "use 1-200 letters, digits or '._:-'"
+        )
+    return topic

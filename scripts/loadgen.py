@@ -1,0 +1,1744 @@
+"""Load generator for pulse: submit rates, drain throughput, dispatch latency,
+database transactions per job and claim cost against backlog depth.
+
+By default it starts its own ``pulsed`` (a subprocess on a free loopback port,
+logging to a file) against a fresh database that it creates from ``--db-url``
+and drops at the end. With ``--addr`` it talks to a running server instead;
+``--db-url`` then names that server's database (needed by the scenarios that
+read the database: drain, steady, txn, claim-depth), and the loadgen deletes
+only its own ``loadgen.*`` jobs there.
+
+Scenarios (``--scenario a,b,...``; all by default):
+
+  submit-single   ``enqueue`` one by one from one thread
+  submit-threads  ``enqueue`` one by one from ``--threads`` threads, one client
+  submit-batch    ``enqueue_many`` in chunks of ``--batch-size``
+  drain           pre-fill ``--jobs`` no-op jobs, then ``--processes`` worker
+                  processes drain them; timed from the database, first
+                  ``started_at`` to last ``finished_at``
+  steady          submit at ``--steady-rate`` jobs/s for ``--steady-seconds``
+                  while the workers run
+  latency         idle, connected workers; jobs enqueued one at a time at
+                  ``--latency-rate``; latency = handler start minus the time
+                  just before the enqueue call
+  txn             transactions per job (``pg_stat_database`` deltas) over the
+                  drain and over the threaded one-by-one submits
+  claim-depth     the claim statement (``pulsed.dispatch.CLAIM_JOBS``, 100
+                  slots, rolled back) against backlogs of each size in
+                  ``--claim-backlogs``: own topic, other topics, future-dated
+
+Transactions are counted from ``pg_stat_database``. Backends publish their
+counters lazily (up to 10 s late when idle), so before each reading the
+loadgen restarts the server it manages (a backend publishes on exit); against
+an external server it waits ``--stats-settle-seconds`` instead.
+
+``--preset full`` sets the sizes of the real run (20k-job drain, 1M-row
+backlog); the default preset is a smoke run of a few seconds. Size flags
+override the preset.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import dataclasses
+import datetime
+import json
+import multiprocessing
+import os
+import pathlib
+import platform
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable
+from multiprocessing.process import BaseProcess
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+import grpc
+import psycopg2
+import psycopg2.extensions
+import psycopg2.sql
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from pulse_client import NewJob, Pulse
+from pulsed.database import Database, Prepared
+from pulsed.dispatch import CLAIM_JOBS
+from pulsed.migrate import apply_migrations
+
+SCENARIOS = (
+    "submit-single",
+    "submit-threads",
+    "submit-batch",
+    "drain",
+    "steady",
+    "latency",
+    "txn",
+    "claim-depth",
+)
+# Scenarios that read or write the database directly.
+_DB_SCENARIOS = {"drain", "steady", "txn", "claim-depth"}
+
+PRESETS: dict[str, dict[str, Any]] = {
+    "smoke": {
+        "submit_jobs": 500,
+        "batch_jobs": 5_000,
+        "jobs": 2_000,
+        "steady_seconds": 3.0,
+        "steady_rate": 1_000.0,
+        "latency_jobs": 100,
+        "latency_rate": 100.0,
+        "claim_backlogs": "1000,10000",
+        "claim_reps": 10,
+    },
+    "full": {
+        "submit_jobs": 5_000,
+        "batch_jobs": 50_000,
+        "jobs": 20_000,
+        "steady_seconds": 30.0,
+        "steady_rate": 2_000.0,
+        "latency_jobs": 500,
+        "latency_rate": 100.0,
+        "claim_backlogs": "10000,1000000",
+        "claim_reps": 50,
+    },
+}
+
+# Reference figures measured on this kind of machine (issue 7), for ratios.
+REFERENCES = {
+    "submit_single": ("PgQueuer one by one", 1_370.0),
+    "submit_threads": ("goal, 8 threads", 6_000.0),
+    "submit_batch": ("PgQueuer bulk (26-28k)", 27_000.0),
+    "drain": ("PgQueuer drain 20k", 11_200.0),
+    "latency_p50": ("PgQueuer p50", 3.3),
+    "latency_p95": ("PgQueuer p95 (4.6-5.2)", 4.9),
+    "go_submit": ("Go pulse submit", 4_169.0),
+    "go_drain": ("Go pulse e2e", 1_223.0),
+    "go_latency_p50": ("Go pulse p50", 773.0),
+}
+
+TOPIC_PREFIX = "loadgen."
+SUBMIT_TOPIC = "loadgen.submit"
+DRAIN_TOPIC = "loadgen.drain"
+STEADY_TOPIC = "loadgen.steady"
+LATENCY_TOPIC = "loadgen.latency"
+CLAIM_TOPIC = "loadgen.claim"
+CLAIM_OTHER_TOPIC = "loadgen.claim-other"
+CLAIM_SLOTS = 100
+# Pending jobs of the claimed topic beside an other-topic or future backlog.
+CLAIM_OWN_ROWS = 1_000
+
+SERVING_TIMEOUT_SECONDS = 30.0
+STOP_TIMEOUT_SECONDS = 15.0
+WORKER_STOP_TIMEOUT_SECONDS = 30.0
+POLL_SECONDS = 0.2
+
+
+class BenchError(Exception):
+    """The benchmark cannot go on; the message says why."""
+
+
+# -- output ------------------------------------------------------------------
+
+
+class Progress:
+    """One self-overwriting status line, shown only when stdout is a TTY."""
+
+    def __init__(self, enabled: bool, stream: Any) -> None:
+        self.enabled = enabled
+        self._stream = stream
+        self._last = 0.0
+        self._width = 0
+
+    def update(self, label: str, done: int, total: int, *, force: bool = False) -> None:
+        if not self.enabled:
+            return
+        now = time.monotonic()
+        if not force and now - self._last < 0.2:
+            return
+        self._last = now
+        filled = int(30 * done / total) if total else 30
+        line = f"{label:<16} [{'#' * filled}{'.' * (30 - filled)}] {done}/{total}"
+        self._width = max(self._width, len(line))
+        self._stream.write("\r" + line.ljust(self._width))
+        self._stream.flush()
+
+    def note(self, text: str) -> None:
+        if not self.enabled:
+            return
+        self._stream.write("\r" + text.ljust(self._width) + "\n")
+        self._stream.flush()
+        self._width = 0
+
+    def done(self) -> None:
+        if self.enabled and self._width:
+            self._stream.write("\r" + " " * self._width + "\r")
+            self._stream.flush()
+            self._width = 0
+
+
+def percentiles_ms(seconds: list[float]) -> dict[str, float]:
+    """p50/p95/p99/max of durations given in seconds, in milliseconds."""
+    values = [s * 1000 for s in seconds]
+    if len(values) < 2:
+        only = values[0] if values else float("nan")
+        return {"p50_ms": only, "p95_ms": only, "p99_ms": only, "max_ms": only}
+    cuts = statistics.quantiles(values, n=100, method="inclusive")
+    return {
+        "p50_ms": round(cuts[49], 3),
+        "p95_ms": round(cuts[94], 3),
+        "p99_ms": round(cuts[98], 3),
+        "max_ms": round(max(values), 3),
+    }
+
+
+# -- databases -----------------------------------------------------------------
+
+
+def with_database(url: str, dbname: str) -> str:
+    parts = urlsplit(url)
+    return urlunsplit(parts._replace(path="/" + dbname))
+
+
+def database_name(url: str) -> str:
+    name = urlsplit(url).path.lstrip("/")
+    if not name:
+        raise BenchError(f"--db-url {url!r} names no database")
+    return name
+
+
+class _PreparingConnection(psycopg2.extensions.connection):
+    """Remembers its prepared statements, as ``Prepared`` expects."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.prepared: set[str] = set()
+
+
+def connect(url: str) -> psycopg2.extensions.connection:
+    conn = psycopg2.connect(
+        url,
+        application_name="pulse-loadgen",
+        connect_timeout=5,
+        connection_factory=_PreparingConnection,
+    )
+    conn.autocommit = True
+    return conn
+
+
+class BenchDatabase:
+    """The database the benchmark runs on, and counters read about it.
+
+    Counters are read through a connection to the server's ``postgres``
+    database, so that reading them adds nothing to the bench database's own.
+    """
+
+    def __init__(self, url: str, *, owned: bool) -> None:
+        self.url = url
+        self.name = database_name(url)
+        self.owned = owned
+        self._admin = connect(with_database(url, "postgres"))
+
+    def create(self) -> None:
+        with self._admin.cursor() as cur:
+            cur.execute("SELECT 1 FROM pg_database WHERE datname = %s", (self.name,))
+            if cur.fetchone():
+                raise BenchError(
+                    f"database {self.name!r} exists; the loadgen creates its own: "
+                    "pass another --db-url (or drop it)"
+                )
+            cur.execute(
+                psycopg2.sql.SQL("CREATE DATABASE {}").format(
+                    psycopg2.sql.Identifier(self.name)
+                )
+            )
+
+    def drop(self, name: str | None = None) -> None:
+        with self._admin.cursor() as cur:
+            cur.execute(
+                psycopg2.sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(
+                    psycopg2.sql.Identifier(name or self.name)
+                )
+            )
+
+    def create_scratch(self, suffix: str) -> str:
+        """A fresh migrated database beside this one; returns its URL."""
+        name = f"{self.name}_{suffix}"
+        self.drop(name)
+        with self._admin.cursor() as cur:
+            cur.execute(
+                psycopg2.sql.SQL("CREATE DATABASE {}").format(
+                    psycopg2.sql.Identifier(name)
+                )
+            )
+        url = with_database(self.url, name)
+        db = Database(url, 1, application_name="pulse-loadgen")
+        try:
+            apply_migrations(db)
+        finally:
+            db.close()
+        return url
+
+    def xacts(self) -> tuple[int, int]:
+        """(xact_commit, xact_rollback) of the bench database, as published."""
+        with self._admin.cursor() as cur:
+            cur.execute("SELECT pg_stat_clear_snapshot()")
+            cur.execute(
+                "SELECT xact_commit, xact_rollback FROM pg_stat_database"
+                " WHERE datname = %s",
+                (self.name,),
+            )
+            row = cur.fetchone()
+        assert row is not None
+        return int(row[0]), int(row[1])
+
+    def wait_for_no_backends(self, timeout_seconds: float = 10.0) -> None:
+        """Until every session on the bench database has ended (and so
+        published its counters)."""
+        deadline = time.monotonic() + timeout_seconds
+        while time.monotonic() < deadline:
+            with self._admin.cursor() as cur:
+                cur.execute(
+                    "SELECT count(*) FROM pg_stat_activity WHERE datname = %s",
+                    (self.name,),
+                )
+                row = cur.fetchone()
+            if row is not None and row[0] == 0:
+                return
+            time.sleep(0.05)
+
+    def backend_pids(self, application_name: str) -> list[int]:
+        with self._admin.cursor() as cur:
+            cur.execute(
+                "SELECT pid FROM pg_stat_activity"
+                " WHERE datname = %s AND application_name = %s",
+                (self.name, application_name),
+            )
+            return [int(row[0]) for row in cur.fetchall()]
+
+    def server_version(self) -> str:
+        with self._admin.cursor() as cur:
+            cur.execute("SHOW server_version")
+            row = cur.fetchone()
+        return str(row[0]) if row else "?"
+
+    def close(self) -> None:
+        self._admin.close()
+
+
+class Jobs:
+    """Direct queries on the bench database's jobs table (autocommit).
+
+    ``statements`` counts what ran, so that the loadgen's own transactions
+    can be taken out of a ``pg_stat_database`` delta.
+    """
+
+    def __init__(self, url: str, *, owned: bool) -> None:
+        self._url = url
+        self._owned = owned
+        self._conn: psycopg2.extensions.connection | None = None
+        self.statements = 0
+
+    def _cursor(self) -> psycopg2.extensions.cursor:
+        if self._conn is None or self._conn.closed:
+            self._conn = connect(self._url)
+        return self._conn.cursor()
+
+    def execute(self, query: str, params: Any = None) -> list[tuple[Any, ...]]:
+        with self._cursor() as cur:
+            cur.execute(query, params)
+            self.statements += 1
+            return cur.fetchall() if cur.description else []
+
+    def clear(self) -> None:
+        """Remove every job the loadgen made (all jobs, if the database is ours)."""
+        if self._owned:
+            self.execute("TRUNCATE jobs")
+        else:
+            self.execute("DELETE FROM jobs WHERE topic LIKE %s", (TOPIC_PREFIX + "%",))
+            self.execute("VACUUM ANALYZE jobs")
+
+    def unfinished(self, topic: str) -> int:
+        # Both counts ride partial indexes, so polling stays cheap.
+        rows = self.execute(
+            "SELECT (SELECT count(*) FROM jobs"
+            "        WHERE status = 'pending' AND topic = %(t)s)"
+            " + (SELECT count(*) FROM jobs WHERE status = 'running' AND topic = %(t)s)"
+            " + (SELECT count(*) FROM jobs"
+            "    WHERE status IN ('scheduled', 'retrying') AND topic = %(t)s)",
+            {"t": topic},
+        )
+        return int(rows[0][0])
+
+    def close(self) -> None:
+        """End the session; its counters are published as it exits."""
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
+
+
+# -- the server ------------------------------------------------------------------
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def wait_until_serving(
+    addr: str, timeout_seconds: float, alive: Callable[[], bool]
+) -> bool:
+    deadline = time.monotonic() + timeout_seconds
+    with grpc.insecure_channel(addr) as channel:
+        health = health_pb2_grpc.HealthStub(channel)
+        while time.monotonic() < deadline and alive():
+            try:
+                reply = health.Check(
+                    health_pb2.HealthCheckRequest(service=""), timeout=1
+                )
+            except grpc.RpcError:
+                time.sleep(0.05)
+                continue
+            if reply.status == health_pb2.HealthCheckResponse.SERVING:
+                return True
+            time.sleep(0.05)
+    return False
+
+
+class ManagedServer:
+    """A pulsed subprocess on a loopback port, its output in a log file."""
+
+    def __init__(
+        self, db_url: str, log_path: pathlib.Path, env: dict[str, str]
+    ) -> None:
+        self.db_url = db_url
+        self.log_path = log_path
+        self.port = free_port()
+        self.addr = f"127.0.0.1:{self.port}"
+        self._extra_env = env
+        self._process: subprocess.Popen[bytes] | None = None
+        self.starts = 0
+
+    @property
+    def pid(self) -> int | None:
+        return self._process.pid if self._process else None
+
+    def alive(self) -> bool:
+        return self._process is not None and self._process.poll() is None
+
+    def start(self) -> None:
+        # The server takes its configuration from the environment alone:
+        # nothing of the caller's PULSE_*/DB_* settings may leak into it.
+        env = {
+            k: v for k, v in os.environ.items() if not k.startswith(("PULSE_", "DB_"))
+        }
+        env.update(
+            {
+                "DB_URL": self.db_url,
+                "PULSE_GRPC_ADDR": self.addr,
+                "PULSE_LOG_LEVEL": "INFO",
+                "PYTHONUNBUFFERED": "1",
+                **self._extra_env,
+            }
+        )
+        with open(self.log_path, "ab") as log_file:
+            # Its own session: a Ctrl-C in the terminal reaches the loadgen
+            # only, which then stops the server in order.
+            self._process = subprocess.Popen(
+                [sys.executable, "-m", "pulsed.server"],
+                env=env,
+                stdin=subprocess.DEVNULL,
+                stdout=log_file,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        self.starts += 1
+        if not wait_until_serving(self.addr, SERVING_TIMEOUT_SECONDS, self.alive):
+            self.stop()
+            raise BenchError(
+                f"pulsed on {self.addr} did not become SERVING; see {self.log_path}"
+            )
+
+    def stop(self) -> None:
+        process, self._process = self._process, None
+        if process is None or process.poll() is not None:
+            return
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(STOP_TIMEOUT_SECONDS)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+    def restart(self) -> None:
+        self.stop()
+        self.start()
+
+
+class Target:
+    """Where the load goes, and how to read the transaction counters.
+
+    Backends publish their counters lazily (up to 10 s late when idle). A
+    managed server is stopped before a reading, because a backend publishes
+    as it exits; against an external server the loadgen waits instead.
+    """
+
+    def __init__(
+        self,
+        addr: str,
+        server: ManagedServer | None,
+        bench_db: BenchDatabase | None,
+        settle_seconds: float,
+        profiler: Profiler | None,
+    ) -> None:
+        self.addr = addr
+        self.server = server
+        self.bench_db = bench_db
+        self.settle_seconds = settle_seconds
+        self.profiler = profiler
+
+    def quiet_xacts(self) -> tuple[int, int]:
+        """Counters once everything is published; a managed server stays down."""
+        assert self.bench_db is not None
+        if self.server is None:
+            time.sleep(self.settle_seconds)
+        else:
+            self.server.stop()
+            self.bench_db.wait_for_no_backends()
+        return self.bench_db.xacts()
+
+    def started_xacts(self) -> tuple[int, int]:
+        """Counters with the server up, after its start-up has been published."""
+        assert self.bench_db is not None
+        if self.server is not None and not self.server.alive():
+            self.ensure_running()
+            # Start-up sessions (migrations, the first loop steps) publish
+            # at once or as they exit; give them that moment.
+            time.sleep(1.0)
+        return self.bench_db.xacts()
+
+    def ensure_running(self) -> None:
+        if self.server is not None and not self.server.alive():
+            self.server.start()
+            if self.profiler is not None and self.server.pid is not None:
+                self.profiler.attach(self.server.pid, "pulsed")
+
+
+class Profiler:
+    """py-spy recordings of pulsed, the loadgen and its workers, per scenario.
+
+    Each attached process gets ``DIR/<scenario>-<label>-<pid>.<ext>``;
+    recordings end (and are written) when the scenario ends or the process
+    exits.
+    """
+
+    def __init__(self, args: argparse.Namespace) -> None:
+        self.directory = pathlib.Path(args.profile)
+        self.directory.mkdir(parents=True, exist_ok=True)
+        self.format = args.profile_format
+        self.idle = args.profile_idle
+        self.rate = args.profile_rate
+        self.blocking = args.profile_blocking
+        self.only = [label for label in (args.profile_only or "").split(",") if label]
+        self.scenario = "setup"
+        self._recorders: list[subprocess.Popen[bytes]] = []
+        self._pids: set[int] = set()
+        self.files: list[str] = []
+
+    def attach(self, pid: int, label: str) -> None:
+        if pid in self._pids or (
+            self.only and not any(label.startswith(o) for o in self.only)
+        ):
+            return
+        self._pids.add(pid)
+        ext = {"flamegraph": "svg", "speedscope": "json", "raw": "txt"}[self.format]
+        path = self.directory / f"{self.scenario}-{label}-{pid}.{ext}"
+        command = [
+            "py-spy",
+            "record",
+            "--pid",
+            str(pid),
+            "--output",
+            str(path),
+            "--format",
+            self.format,
+            "--rate",
+            str(self.rate),
+            "--threads",
+        ]
+        if self.idle:
+            command.append("--idle")
+        if not self.blocking:
+            # Sampling without pausing the process disturbs the timing less,
+            # but a busy process yields fewer complete stacks.
+            command.append("--nonblocking")
+        self._recorders.append(
+            subprocess.Popen(
+                command,
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+            )
+        )
+        self.files.append(str(path))
+
+    def stop(self) -> None:
+        recorders, self._recorders = self._recorders, []
+        self._pids.clear()
+        for recorder in recorders:
+            if recorder.poll() is None:
+                recorder.send_signal(signal.SIGINT)
+        for recorder in recorders:
+            try:
+                recorder.wait(30)
+            except subprocess.TimeoutExpired:
+                recorder.kill()
+                recorder.wait()
+
+
+# -- worker processes ------------------------------------------------------------
+
+
+def _worker_main(
+    addr: str,
+    topic: str,
+    concurrency: int,
+    record_path: str | None,
+    ready: Any,
+) -> None:
+    """A worker process: ``Pulse.run()`` with a no-op handler until SIGTERM.
+
+    With ``record_path`` the handler notes (enqueue time from the payload,
+    handler start) first thing, and the notes are written there on exit.
+    """
+    records: list[tuple[float, float]] = []
+    pulse = Pulse(addr, concurrency=concurrency, grace_seconds=10.0)
+    if record_path is None:
+
+        def handle(args: dict) -> None:  # type: ignore[type-arg]
+            return None
+
+    else:
+
+        def handle(args: dict) -> None:  # type: ignore[type-arg]
+            records.append((args["t"], time.time()))
+
+    pulse.register(topic, handle)
+    ready.set()
+    try:
+        pulse.run()
+    finally:
+        pulse.close()
+        if record_path is not None:
+            pathlib.Path(record_path).write_text(json.dumps(records))
+
+
+class Workers:
+    """N worker processes (spawned, as ``pulse-worker --processes N`` does)."""
+
+    def __init__(
+        self,
+        addr: str,
+        topic: str,
+        processes: int,
+        concurrency: int,
+        profiler: Profiler | None,
+        record_dir: str | None = None,
+    ) -> None:
+        context = multiprocessing.get_context("spawn")
+        self._profiler = profiler
+        self._record_paths = [
+            os.path.join(record_dir, f"worker-{i}.json") if record_dir else None
+            for i in range(processes)
+        ]
+        self._ready = [context.Event() for _ in range(processes)]
+        self._processes: list[BaseProcess] = [
+            context.Process(
+                target=_worker_main,
+                args=(addr, topic, concurrency, path, ready),
+                name=f"loadgen-worker-{i}",
+                daemon=True,
+            )
+            for i, (path, ready) in enumerate(
+                zip(self._record_paths, self._ready, strict=True)
+            )
+        ]
+
+    def __enter__(self) -> Workers:
+        for process in self._processes:
+            process.start()
+            if self._profiler is not None and process.pid is not None:
+                self._profiler.attach(process.pid, process.name)
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop()
+
+    def wait_ready(self, timeout_seconds: float = 60.0) -> None:
+        deadline = time.monotonic() + timeout_seconds
+        for ready, process in zip(self._ready, self._processes, strict=True):
+            while not ready.wait(0.1):
+                if not process.is_alive():
+                    raise BenchError(f"{process.name} exited during start-up")
+                if time.monotonic() > deadline:
+                    raise BenchError(f"{process.name} did not start in time")
+
+    def check_alive(self) -> None:
+        for process in self._processes:
+            if not process.is_alive():
+                raise BenchError(f"{process.name} died (exit code {process.exitcode})")
+
+    def stop(self) -> list[int | None]:
+        """SIGTERM (the worker drains and exits), SIGKILL after a timeout."""
+        for process in self._processes:
+            if process.is_alive():
+                process.terminate()
+        deadline = time.monotonic() + WORKER_STOP_TIMEOUT_SECONDS
+        for process in self._processes:
+            process.join(max(0.0, deadline - time.monotonic()))
+            if process.is_alive():
+                process.kill()
+                process.join()
+        return [process.exitcode for process in self._processes]
+
+    @property
+    def pids(self) -> list[int]:
+        return [process.pid for process in self._processes if process.pid is not None]
+
+    def records(self) -> list[tuple[float, float]]:
+        found: list[tuple[float, float]] = []
+        for path in self._record_paths:
+            if path and os.path.exists(path):
+                found.extend(
+                    (a, b) for a, b in json.loads(pathlib.Path(path).read_text())
+                )
+        return found
+
+
+# -- scenarios -----------------------------------------------------------------------
+
+
+@dataclasses.dataclass
+class Context:
+    args: argparse.Namespace
+    target: Target
+    jobs: Jobs | None
+    progress: Progress
+    results: dict[str, Any]
+
+
+def _clear(ctx: Context) -> None:
+    if ctx.jobs is not None:
+        ctx.jobs.clear()
+
+
+def _enqueue_loop(
+    pulse: Pulse, count: int, on_each: Callable[[int], None] | None = None
+) -> list[float]:
+    durations = []
+    for i in range(count):
+        started = time.perf_counter()
+        pulse.enqueue(SUBMIT_TOPIC, {"i": i})
+        durations.append(time.perf_counter() - started)
+        if on_each is not None:
+            on_each(i + 1)
+    return durations
+
+
+def run_submit_single(ctx: Context) -> dict[str, Any]:
+    count = ctx.args.submit_jobs
+    _clear(ctx)
+    with Pulse(ctx.target.addr) as pulse:
+        pulse.enqueue(SUBMIT_TOPIC, {"warm": True})  # connect outside the timing
+        started = time.perf_counter()
+        durations = _enqueue_loop(
+            pulse, count, lambda done: ctx.progress.update("submit-single", done, count)
+        )
+        elapsed = time.perf_counter() - started
+    calls = percentiles_ms(durations)
+    return {
+        "jobs": count,
+        "seconds": round(elapsed, 3),
+        "jobs_per_s": round(count / elapsed, 1),
+        "call_p50_ms": calls["p50_ms"],
+        "call_p99_ms": calls["p99_ms"],
+    }
+
+
+def _transactions(
+    before: tuple[int, int], after: tuple[int, int], own_statements: int, jobs: int
+) -> dict[str, Any]:
+    commits = after[0] - before[0] - own_statements
+    rollbacks = after[1] - before[1]
+    return {
+        "xact_commit": commits,
+        "xact_rollback": rollbacks,
+        "transactions_per_job": round((commits + rollbacks) / jobs, 4),
+    }
+
+
+def run_submit_threads(ctx: Context) -> dict[str, Any]:
+    threads, per_thread = (
+        ctx.args.threads,
+        max(1, ctx.args.submit_jobs // ctx.args.threads),
+    )
+    total = threads * per_thread
+    _clear(ctx)
+    counting = ctx.target.bench_db is not None
+    if counting:
+        assert ctx.jobs is not None
+        ctx.jobs.close()
+        ctx.target.quiet_xacts()
+        before = ctx.target.started_xacts()
+
+    done = [0] * threads
+    durations: list[list[float]] = [[] for _ in range(threads)]
+    errors: list[BaseException] = []
+    with Pulse(ctx.target.addr) as pulse:
+        # Every thread connected before the clock starts.
+        pulse.enqueue(SUBMIT_TOPIC, {"warm": True})
+        barrier = threading.Barrier(threads + 1)
+
+        def submit(index: int) -> None:
+            def tick(n: int) -> None:
+                done[index] = n
+
+            try:
+                barrier.wait()
+                durations[index] = _enqueue_loop(pulse, per_thread, tick)
+            except BaseException as exc:
+                errors.append(exc)
+
+        pool = [
+            threading.Thread(target=submit, args=(i,), name=f"submit-{i}", daemon=True)
+            for i in range(threads)
+        ]
+        for thread in pool:
+            thread.start()
+        barrier.wait()
+        started = time.perf_counter()
+        while any(thread.is_alive() for thread in pool):
+            ctx.progress.update("submit-threads", sum(done), total)
+            time.sleep(0.05)
+        elapsed = time.perf_counter() - started
+    if errors:
+        raise BenchError(f"a submit thread failed: {errors[0]!r}") from errors[0]
+
+    calls = percentiles_ms([d for per in durations for d in per])
+    result: dict[str, Any] = {
+        "threads": threads,
+        "jobs": total,
+        "seconds": round(elapsed, 3),
+        "jobs_per_s": round(total / elapsed, 1),
+        "call_p50_ms": calls["p50_ms"],
+        "call_p99_ms": calls["p99_ms"],
+    }
+    if counting:
+        # The warm-up submit is in the window: count it as a job.
+        after = ctx.target.quiet_xacts()
+        result.update(_transactions(before, after, 0, total + 1))
+    return result
+
+
+def _new_jobs(topic: str, count: int) -> list[NewJob]:
+    return [NewJob(topic, {"i": i}) for i in range(count)]
+
+
+def _enqueue_chunks(
+    pulse: Pulse, topic: str, count: int, chunk: int, label: str, ctx: Context
+) -> float:
+    """Submit ``count`` jobs with ``enqueue_many``; returns the seconds taken."""
+    started = time.perf_counter()
+    sent = 0
+    while sent < count:
+        size = min(chunk, count - sent)
+        pulse.enqueue_many(_new_jobs(topic, size))
+        sent += size
+        ctx.progress.update(label, sent, count)
+    return time.perf_counter() - started
+
+
+def run_submit_batch(ctx: Context) -> dict[str, Any]:
+    count, chunk = ctx.args.batch_jobs, ctx.args.batch_size
+    _clear(ctx)
+    with Pulse(ctx.target.addr) as pulse:
+        pulse.enqueue(SUBMIT_TOPIC, {"warm": True})
+        elapsed = _enqueue_chunks(
+            pulse, SUBMIT_TOPIC, count, chunk, "submit-batch", ctx
+        )
+    return {
+        "jobs": count,
+        "chunk": chunk,
+        "seconds": round(elapsed, 3),
+        "jobs_per_s": round(count / elapsed, 1),
+    }
+
+
+def _wait_finished(
+    ctx: Context, topic: str, total: int, label: str, workers: Workers, timeout: float
+) -> None:
+    assert ctx.jobs is not None
+    deadline = time.monotonic() + timeout
+    while True:
+        left = ctx.jobs.unfinished(topic)
+        ctx.progress.update(label, total - left, total)
+        if left == 0:
+            return
+        workers.check_alive()
+        if time.monotonic() > deadline:
+            raise BenchError(
+                f"{label}: {left} of {total} jobs unfinished after {timeout:.0f}s"
+            )
+        time.sleep(POLL_SECONDS)
+
+
+def _finished_span(ctx: Context, topic: str) -> dict[str, Any]:
+    assert ctx.jobs is not None
+    ((count, started, finished, max_attempt, not_done),) = ctx.jobs.execute(
+        "SELECT count(*) FILTER (WHERE status = 'completed'),"
+        " extract(epoch FROM min(started_at)), extract(epoch FROM max(finished_at)),"
+        " max(attempt), count(*) FILTER (WHERE status <> 'completed')"
+        " FROM jobs WHERE topic = %s",
+        (topic,),
+    )
+    if not count:
+        raise BenchError(f"no {topic} job completed")
+    span = float(finished) - float(started)
+    return {
+        "completed": int(count),
+        "not_completed": int(not_done),
+        "max_attempt": int(max_attempt),
+        "span_s": round(span, 3),
+        "jobs_per_s": round(count / span, 1) if span > 0 else None,
+    }
+
+
+def cpu_seconds(pid: int) -> float:
+    """User plus system CPU time of a local process (0 where unreadable)."""
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            fields = stat.read().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    # utime and stime are fields 14 and 15 of the whole line.
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+class CpuMeter:
+    """CPU seconds spent by pulsed, the workers and their Postgres backends.
+
+    The backends are those of the bench database named ``pulsed``; the
+    reading only means something when Postgres runs on this machine.
+    """
+
+    def __init__(self, ctx: Context, workers: Workers) -> None:
+        self._ctx = ctx
+        self._workers = workers
+        self._start = self._read()
+
+    def _read(self) -> dict[str, dict[int, float]]:
+        server = self._ctx.target.server
+        backends: list[int] = []
+        if self._ctx.target.bench_db is not None:
+            backends = self._ctx.target.bench_db.backend_pids("pulsed")
+        return {
+            "pulsed": {server.pid: cpu_seconds(server.pid)}
+            if server is not None and server.pid is not None
+            else {},
+            "workers": {pid: cpu_seconds(pid) for pid in self._workers.pids},
+            "postgres": {pid: cpu_seconds(pid) for pid in backends},
+            "loadgen": {os.getpid(): cpu_seconds(os.getpid())},
+        }
+
+    def spent(self) -> dict[str, float]:
+        end = self._read()
+        return {
+            role: round(
+                sum(
+                    t - self._start[role].get(pid, 0.0) for pid, t in end[role].items()
+                ),
+                3,
+            )
+            for role in end
+        }
+
+
+def run_drain(ctx: Context) -> dict[str, Any]:
+    args = ctx.args
+    assert ctx.jobs is not None and ctx.target.bench_db is not None
+    _clear(ctx)
+    with Pulse(ctx.target.addr) as pulse:
+        prefill_seconds = _enqueue_chunks(
+            pulse, DRAIN_TOPIC, args.jobs, args.batch_size, "drain prefill", ctx
+        )
+    ctx.progress.done()
+
+    # Counters start from a quiet database: no session holds unpublished ones.
+    ctx.jobs.close()
+    ctx.target.quiet_xacts()
+    before = ctx.target.started_xacts()
+    polls_before = ctx.jobs.statements
+
+    spawned = time.time()
+    with Workers(
+        ctx.target.addr,
+        DRAIN_TOPIC,
+        args.processes,
+        args.concurrency,
+        ctx.target.profiler,
+    ) as workers:
+        meter = CpuMeter(ctx, workers)
+        _wait_finished(ctx, DRAIN_TOPIC, args.jobs, "drain", workers, args.timeout)
+        done_at = time.time()
+        cpu = meter.spent()
+        exit_codes = workers.stop()
+    own_statements = ctx.jobs.statements - polls_before
+    ctx.jobs.close()
+    after = ctx.target.quiet_xacts()
+    ctx.target.ensure_running()
+
+    span = _finished_span(ctx, DRAIN_TOPIC)
+    return {
+        "jobs": args.jobs,
+        "processes": args.processes,
+        "concurrency": args.concurrency,
+        "prefill_jobs_per_s": round(args.jobs / prefill_seconds, 1),
+        **span,
+        "spawn_to_done_s": round(done_at - spawned, 3),
+        "jobs_per_s_incl_startup": round(args.jobs / (done_at - spawned), 1),
+        "worker_exit_codes": exit_codes,
+        "cpu_s": cpu,
+        **_transactions(before, after, own_statements, args.jobs),
+    }
+
+
+def run_steady(ctx: Context) -> dict[str, Any]:
+    args = ctx.args
+    assert ctx.jobs is not None
+    _clear(ctx)
+    tick_seconds = 0.01
+    submitted = 0
+    backlog_max = 0
+    with (
+        Workers(
+            ctx.target.addr,
+            STEADY_TOPIC,
+            args.processes,
+            args.concurrency,
+            ctx.target.profiler,
+        ) as workers,
+        Pulse(ctx.target.addr) as pulse,
+    ):
+        workers.wait_ready()
+        pulse.enqueue(STEADY_TOPIC, {"warm": True})
+        _wait_finished(ctx, STEADY_TOPIC, 1, "steady warm-up", workers, 60)
+        ctx.jobs.clear()
+
+        total = int(args.steady_rate * args.steady_seconds)
+        started = time.perf_counter()
+        next_poll = started
+        while submitted < total:
+            due = min(
+                total, int((time.perf_counter() - started) * args.steady_rate) + 1
+            )
+            if due > submitted:
+                pulse.enqueue_many(_new_jobs(STEADY_TOPIC, due - submitted))
+                submitted = due
+            now = time.perf_counter()
+            if now >= next_poll:
+                backlog_max = max(backlog_max, ctx.jobs.unfinished(STEADY_TOPIC))
+                next_poll = now + 0.5
+            ctx.progress.update("steady", submitted, total)
+            time.sleep(max(0.0, tick_seconds - (time.perf_counter() - now)))
+        submit_seconds = time.perf_counter() - started
+        _wait_finished(ctx, STEADY_TOPIC, total, "steady finish", workers, args.timeout)
+        drained_seconds = time.perf_counter() - started
+        workers.stop()
+
+    ((p50, p95, p99),) = ctx.jobs.execute(
+        "SELECT percentile_cont(ARRAY[0.5, 0.95, 0.99]) WITHIN GROUP"
+        " (ORDER BY extract(epoch FROM finished_at - created_at))"
+        " FROM jobs WHERE topic = %s AND status = 'completed'",
+        (STEADY_TOPIC,),
+    )[0]
+    return {
+        "target_rate": args.steady_rate,
+        "seconds": args.steady_seconds,
+        "jobs": total,
+        "submitted_per_s": round(total / submit_seconds, 1),
+        "completed_per_s": round(total / drained_seconds, 1),
+        "backlog_max": backlog_max,
+        "e2e_p50_ms": round(p50 * 1000, 2),
+        "e2e_p95_ms": round(p95 * 1000, 2),
+        "e2e_p99_ms": round(p99 * 1000, 2),
+    }
+
+
+def _trickle(ctx: Context, pulse: Pulse, count: int, rate: float) -> float:
+    """Enqueue ``count`` jobs one at a time at ``rate``; returns the rate made.
+
+    Each payload carries the time taken just before its enqueue call.
+    """
+    base = time.perf_counter()
+    for i in range(count):
+        delay = base + i / rate - time.perf_counter()
+        if delay > 0:
+            time.sleep(delay)
+        pulse.enqueue(LATENCY_TOPIC, {"t": time.time()})
+        ctx.progress.update("latency", i + 1, count)
+    return count / (time.perf_counter() - base)
+
+
+def run_latency(ctx: Context) -> dict[str, Any]:
+    args = ctx.args
+    _clear(ctx)
+    warm_up = args.processes * 2
+    with (
+        tempfile.TemporaryDirectory(prefix="pulse-loadgen-") as record_dir,
+        Pulse(ctx.target.addr) as pulse,
+        Workers(
+            ctx.target.addr,
+            LATENCY_TOPIC,
+            args.processes,
+            args.latency_concurrency,
+            ctx.target.profiler,
+            record_dir=record_dir,
+        ) as workers,
+    ):
+        workers.wait_ready()
+        # Open the streams, then let the workers go idle.
+        for _ in range(warm_up):
+            pulse.enqueue(LATENCY_TOPIC, {"t": time.time()})
+        time.sleep(args.latency_settle)
+
+        achieved = _trickle(ctx, pulse, args.latency_jobs, args.latency_rate)
+        total = args.latency_jobs + warm_up
+        if ctx.jobs is not None:
+            _wait_finished(ctx, LATENCY_TOPIC, total, "latency finish", workers, 60)
+        else:
+            time.sleep(2.0)
+        exit_codes = workers.stop()
+        records = workers.records()
+
+    # The warm-up jobs were enqueued first.
+    measured = sorted(records)[warm_up:]
+    if len(measured) < args.latency_jobs:
+        raise BenchError(
+            f"latency: {len(measured)} of {args.latency_jobs} jobs were recorded"
+        )
+    return {
+        "jobs": args.latency_jobs,
+        "rate": args.latency_rate,
+        "achieved_rate": round(achieved, 1),
+        "processes": args.processes,
+        "concurrency": args.latency_concurrency,
+        **percentiles_ms([start - enqueued for enqueued, start in measured]),
+        "worker_exit_codes": exit_codes,
+    }
+
+
+def run_txn(ctx: Context) -> dict[str, Any]:
+    """Transactions per job, from the runs that counted them."""
+    for name, runner in (("drain", run_drain), ("submit_threads", run_submit_threads)):
+        if name not in ctx.results:
+            ctx.results[name] = runner(ctx)
+            ctx.progress.done()
+    keys = ("xact_commit", "xact_rollback", "transactions_per_job")
+    return {
+        name: {
+            "jobs": ctx.results[name]["jobs"],
+            **{k: ctx.results[name][k] for k in keys},
+        }
+        for name in ("drain", "submit_threads")
+    }
+
+
+# Ids ordered by insertion, like the UUIDv7 ids the SDK makes: a 48-bit
+# millisecond prefix, then the row number.
+_INSERT_BACKLOG = """
+INSERT INTO jobs (id, topic, payload, priority, status, max_attempts, run_at)
+SELECT (%(id_prefix)s || lpad(to_hex(g), 20, '0'))::uuid,
+       %(topic)s, '\\x7b7d'::bytea, 0, %(status)s, 20,
+       now() + %(offset)s * interval '1 second' + g * interval '1 microsecond'
+FROM generate_series(1, %(rows)s) AS g
+"""
+
+
+_CLAIM_PARAMS = {
+    "slots": [0] * CLAIM_SLOTS,
+    "worker_ids": ["loadgen-claim"] * CLAIM_SLOTS,
+    "topics": [CLAIM_TOPIC],
+    "limit": CLAIM_SLOTS,
+    "lease_seconds": 30.0,
+}
+
+
+# The claim as pulsed runs it: prepared once per connection.
+_CLAIM_PREPARED = Prepared("loadgen_claim_jobs", CLAIM_JOBS)
+
+
+def _time_claim(
+    conn: psycopg2.extensions.connection, *, prepared: bool
+) -> tuple[float, int]:
+    """One claim in a transaction that is rolled back: (seconds, rows)."""
+    with conn.cursor() as cur:
+        started = time.perf_counter()
+        if prepared:
+            _CLAIM_PREPARED.execute(cur, _CLAIM_PARAMS)
+        else:
+            cur.execute(CLAIM_JOBS, _CLAIM_PARAMS)
+        rows = len(cur.fetchall())
+        elapsed = time.perf_counter() - started
+    conn.rollback()
+    return elapsed, rows
+
+
+def _claim_buffers(conn: psycopg2.extensions.connection) -> tuple[int, int]:
+    """Buffers the whole claim touches, and those of its claim-index scan."""
+    with conn.cursor() as cur:
+        cur.execute(
+            "EXPLAIN (ANALYZE, BUFFERS, FORMAT JSON) " + CLAIM_JOBS, _CLAIM_PARAMS
+        )
+        row = cur.fetchone()
+    conn.rollback()
+    assert row is not None
+    plan = row[0][0]["Plan"]
+
+    def touched(node: dict[str, Any]) -> int:
+        return int(node.get("Shared Hit Blocks", 0)) + int(
+            node.get("Shared Read Blocks", 0)
+        )
+
+    def index_scans(node: dict[str, Any]) -> int:
+        own = touched(node) if node.get("Index Name") == "jobs_claim_idx" else 0
+        return own + sum(index_scans(child) for child in node.get("Plans", []))
+
+    return touched(plan), index_scans(plan)
+
+
+def _id_prefix(step_ms: int) -> str:
+    return f"{int(time.time() * 1000) + step_ms:012x}"
+
+
+def _fill_backlog(
+    conn: psycopg2.extensions.connection, shape: tuple[str, str, int], size: int
+) -> None:
+    topic, status, offset_seconds = shape
+    with conn.cursor() as cur:
+        cur.execute("TRUNCATE jobs")
+        if (topic, status) != (CLAIM_TOPIC, "pending"):
+            # Something to claim beside a backlog the claim must not read.
+            cur.execute(
+                _INSERT_BACKLOG,
+                {
+                    "id_prefix": _id_prefix(0),
+                    "topic": CLAIM_TOPIC,
+                    "status": "pending",
+                    "offset": 0,
+                    "rows": CLAIM_OWN_ROWS,
+                },
+            )
+        cur.execute(
+            _INSERT_BACKLOG,
+            {
+                "id_prefix": _id_prefix(1),
+                "topic": topic,
+                "status": status,
+                "offset": offset_seconds,
+                "rows": size,
+            },
+        )
+        cur.execute("VACUUM ANALYZE jobs")
+
+
+_CLAIM_SHAPES = {
+    # name: (backlog topic, status, run_at offset in seconds)
+    "own_topic": (CLAIM_TOPIC, "pending", 0),
+    "other_topic": (CLAIM_OTHER_TOPIC, "pending", 0),
+    "future_dated": (CLAIM_TOPIC, "scheduled", 86_400),
+}
+
+
+def run_claim_depth(ctx: Context) -> dict[str, Any]:
+    """Claim cost per backlog size and shape.
+
+    Each size lives in a scratch database of its own (no server claims from
+    it meanwhile), and the repetitions alternate between the sizes, so that
+    noise from the rest of the machine falls on every size alike.
+    """
+    args = ctx.args
+    bench_db = ctx.target.bench_db
+    assert bench_db is not None
+    backlogs = [int(size) for size in args.claim_backlogs.split(",")]
+    result: dict[str, Any] = {
+        "slots": CLAIM_SLOTS,
+        "reps": args.claim_reps,
+        "backlogs": backlogs,
+    }
+    names = [f"claim{i}" for i in range(len(backlogs))]
+    conns = []
+    try:
+        for name in names:
+            conns.append(connect(bench_db.create_scratch(name)))
+        for shape_name, shape in _CLAIM_SHAPES.items():
+            for done, (conn, size) in enumerate(zip(conns, backlogs, strict=True)):
+                ctx.progress.update(f"claim {shape_name}", done, len(conns), force=True)
+                _fill_backlog(conn, shape, size)
+            for conn in conns:
+                conn.autocommit = False
+            timings: list[list[float]] = [[] for _ in conns]
+            unprepared: list[list[float]] = [[] for _ in conns]
+            claimed = [0] * len(conns)
+            for rep in range(args.claim_reps + 3):
+                for index, conn in enumerate(conns):
+                    seconds, claimed[index] = _time_claim(conn, prepared=True)
+                    plain_seconds, _ = _time_claim(conn, prepared=False)
+                    if rep >= 3:  # the first rounds warm the caches
+                        timings[index].append(seconds)
+                        unprepared[index].append(plain_seconds)
+            per_size: dict[str, Any] = {}
+            for index, (conn, size) in enumerate(zip(conns, backlogs, strict=True)):
+                total_buffers, scan_buffers = _claim_buffers(conn)
+                conn.autocommit = True
+                per_size[str(size)] = {
+                    "median_ms": round(statistics.median(timings[index]) * 1000, 3),
+                    "min_ms": round(min(timings[index]) * 1000, 3),
+                    "unprepared_median_ms": round(
+                        statistics.median(unprepared[index]) * 1000, 3
+                    ),
+                    "rows_claimed": claimed[index],
+                    "buffers": total_buffers,
+                    "claim_index_buffers": scan_buffers,
+                }
+            low, high = per_size[str(backlogs[0])], per_size[str(backlogs[-1])]
+            per_size["ratio"] = round(high["median_ms"] / low["median_ms"], 3)
+            result[shape_name] = per_size
+    finally:
+        for conn in conns:
+            conn.close()
+        for name in names:
+            bench_db.drop(f"{bench_db.name}_{name}")
+    return result
+
+
+RUNNERS: dict[str, Callable[[Context], dict[str, Any]]] = {
+    "submit-single": run_submit_single,
+    "submit-threads": run_submit_threads,
+    "submit-batch": run_submit_batch,
+    "drain": run_drain,
+    "steady": run_steady,
+    "latency": run_latency,
+    "txn": run_txn,
+    "claim-depth": run_claim_depth,
+}
+
+
+# -- the report --------------------------------------------------------------------
+
+
+def _ratio(value: float, reference: float, *, lower_is_better: bool = False) -> str:
+    if not value or not reference:
+        return ""
+    ratio = reference / value if lower_is_better else value / reference
+    return f"{ratio:.2f}x"
+
+
+def report_rows(results: dict[str, Any]) -> list[tuple[str, str, str, str]]:
+    """(metric, value, reference, ratio) rows for the human table."""
+    rows: list[tuple[str, str, str, str]] = []
+
+    def add(
+        metric: str,
+        value: str,
+        ref_key: str = "",
+        measured: float = 0.0,
+        lower: bool = False,
+    ) -> None:
+        if ref_key:
+            name, ref = REFERENCES[ref_key]
+            rows.append(
+                (
+                    metric,
+                    value,
+                    f"{name} {ref:,g}",
+                    _ratio(measured, ref, lower_is_better=lower),
+                )
+            )
+        else:
+            rows.append((metric, value, "", ""))
+
+    if "submit_single" in results:
+        r = results["submit_single"]
+        add(
+            "submit one by one, 1 thread",
+            f"{r['jobs_per_s']:,.0f} jobs/s",
+            "submit_single",
+            r["jobs_per_s"],
+        )
+        add(
+            "  per call p50 / p99",
+            f"{r['call_p50_ms']:.2f} / {r['call_p99_ms']:.2f} ms",
+        )
+    if "submit_threads" in results:
+        r = results["submit_threads"]
+        add(
+            f"submit one by one, {r['threads']} threads",
+            f"{r['jobs_per_s']:,.0f} jobs/s",
+            "submit_threads",
+            r["jobs_per_s"],
+        )
+        add(
+            "  per call p50 / p99",
+            f"{r['call_p50_ms']:.2f} / {r['call_p99_ms']:.2f} ms",
+        )
+    if "submit_batch" in results:
+        r = results["submit_batch"]
+        add(
+            f"submit batched ({r['chunk']}/call)",
+            f"{r['jobs_per_s']:,.0f} jobs/s",
+            "submit_batch",
+            r["jobs_per_s"],
+        )
+    if "drain" in results:
+        r = results["drain"]
+        add(
+            f"drain {r['jobs']:,} jobs, {r['processes']}x{r['concurrency']}",
+            f"{r['jobs_per_s']:,.0f} jobs/s",
+            "drain",
+            r["jobs_per_s"],
+        )
+        add(
+            "  vs the Go pulse end to end",
+            f"{r['jobs_per_s']:,.0f} jobs/s",
+            "go_drain",
+            r["jobs_per_s"],
+        )
+        add(
+            "  including worker start-up", f"{r['jobs_per_s_incl_startup']:,.0f} jobs/s"
+        )
+    if "steady" in results:
+        r = results["steady"]
+        add(
+            f"steady {r['target_rate']:,.0f}/s for {r['seconds']:g}s",
+            f"{r['completed_per_s']:,.0f} jobs/s done, "
+            f"backlog max {r['backlog_max']:,}",
+        )
+        add(
+            "  created -> finished p50/p95/p99",
+            f"{r['e2e_p50_ms']:.1f} / {r['e2e_p95_ms']:.1f} / {r['e2e_p99_ms']:.1f} ms",
+        )
+    if "latency" in results:
+        r = results["latency"]
+        add(
+            f"dispatch latency p50 ({r['rate']:g}/s)",
+            f"{r['p50_ms']:.2f} ms",
+            "latency_p50",
+            r["p50_ms"],
+            lower=True,
+        )
+        add("  p95", f"{r['p95_ms']:.2f} ms", "latency_p95", r["p95_ms"], lower=True)
+        add("  p99 / max", f"{r['p99_ms']:.2f} / {r['max_ms']:.2f} ms")
+        add(
+            "  vs the Go pulse p50",
+            f"{r['p50_ms']:.2f} ms",
+            "go_latency_p50",
+            r["p50_ms"],
+            lower=True,
+        )
+    if "txn" in results:
+        for name, r in results["txn"].items():
+            add(
+                f"transactions per job, {name.replace('_', ' ')}",
+                f"{r['transactions_per_job']:.3f} ({r['xact_rollback']} aborted)",
+            )
+    if "claim_depth" in results:
+        r = results["claim_depth"]
+        low, high = (str(b) for b in (r["backlogs"][0], r["backlogs"][-1]))
+        for shape in ("own_topic", "other_topic", "future_dated"):
+            s = r[shape]
+            add(
+                f"claim {r['slots']}, {shape.replace('_', ' ')} "
+                f"{int(low):,} / {int(high):,}",
+                f"{s[low]['median_ms']:.2f} / {s[high]['median_ms']:.2f} ms "
+                f"(ratio {s['ratio']:.2f}; claim-index buffers "
+                f"{s[low]['claim_index_buffers']} / {s[high]['claim_index_buffers']})",
+            )
+    return rows
+
+
+def print_table(results: dict[str, Any], meta: dict[str, Any]) -> None:
+    rows = report_rows(results)
+    headers = ("metric", "measured", "reference", "ratio")
+    widths = [
+        max(len(h), *(len(row[i]) for row in rows)) if rows else len(h)
+        for i, h in enumerate(headers)
+    ]
+    print(f"pulse loadgen, {meta['date_utc']}, {meta['host']}")
+    print("  ".join(h.ljust(w) for h, w in zip(headers, widths, strict=True)))
+    print("  ".join("-" * w for w in widths))
+    for row in rows:
+        print(
+            "  ".join(
+                cell.ljust(w) for cell, w in zip(row, widths, strict=True)
+            ).rstrip()
+        )
+    if meta.get("server_log"):
+        print(f"server log: {meta['server_log']}")
+
+
+# -- main ------------------------------------------------------------------------------
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--scenario",
+        default=",".join(SCENARIOS),
+        help="comma-separated scenarios (default: all)",
+    )
+    parser.add_argument(
+        "--preset",
+        choices=sorted(PRESETS),
+        default="smoke",
+        help="sizes: smoke (seconds) or full (the real run)",
+    )
+    parser.add_argument("--addr", help="a running pulsed; default: start one")
+    parser.add_argument(
+        "--db-url",
+        default="postgresql://postgres@127.0.0.1:5432/pulse_bench",
+        help="database to create for the started server (dropped at the "
+        "end), or the running server's database with --addr",
+    )
+    parser.add_argument(
+        "--keep-db", action="store_true", help="keep the created database at the end"
+    )
+    parser.add_argument(
+        "--server-env",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="environment for the started pulsed (repeatable)",
+    )
+    parser.add_argument(
+        "--log-dir", help="where the server log goes (default: a temp dir)"
+    )
+    parser.add_argument("--json", action="store_true", help="print one JSON object")
+    sizes = parser.add_argument_group("sizes (default: from --preset)")
+    sizes.add_argument(
+        "--submit-jobs", type=int, help="one-by-one submits per scenario"
+    )
+    sizes.add_argument("--threads", type=int, default=8)
+    sizes.add_argument("--batch-jobs", type=int, help="jobs for submit-batch")
+    sizes.add_argument("--batch-size", type=int, default=1000)
+    sizes.add_argument("--jobs", type=int, help="jobs pre-filled for the drain")
+    sizes.add_argument("--processes", type=int, default=2, help="worker processes")
+    sizes.add_argument(
+        "--concurrency",
+        type=int,
+        default=100,
+        help="handler threads per worker (drain, steady)",
+    )
+    sizes.add_argument("--steady-rate", type=float)
+    sizes.add_argument("--steady-seconds", type=float)
+    sizes.add_argument("--latency-jobs", type=int)
+    sizes.add_argument("--latency-rate", type=float)
+    sizes.add_argument("--latency-concurrency", type=int, default=10)
+    sizes.add_argument(
+        "--latency-settle",
+        type=float,
+        default=1.0,
+        help="idle seconds before the latency trickle",
+    )
+    sizes.add_argument("--claim-backlogs", help="backlog sizes, comma-separated")
+    sizes.add_argument("--claim-reps", type=int)
+    profiling = parser.add_argument_group("profiling")
+    profiling.add_argument(
+        "--profile",
+        metavar="DIR",
+        help="record py-spy profiles of pulsed, the loadgen and the "
+        "workers into DIR, one file per process and scenario",
+    )
+    profiling.add_argument(
+        "--profile-format",
+        choices=("raw", "flamegraph", "speedscope"),
+        default="flamegraph",
+    )
+    profiling.add_argument(
+        "--profile-rate", type=int, default=200, help="samples per second"
+    )
+    profiling.add_argument(
+        "--profile-only",
+        metavar="LABELS",
+        help="profile only these processes: pulsed, loadgen, loadgen-worker-N",
+    )
+    profiling.add_argument(
+        "--profile-blocking",
+        action="store_true",
+        help="pause the process for each sample (complete stacks, more overhead)",
+    )
+    profiling.add_argument(
+        "--profile-idle",
+        action="store_true",
+        help="include threads that wait (wall time, not CPU)",
+    )
+    parser.add_argument(
+        "--stats-settle-seconds",
+        type=float,
+        default=11.0,
+        help="with --addr: wait for backends to publish counters",
+    )
+    parser.add_argument(
+        "--timeout",
+        type=float,
+        default=600.0,
+        help="longest wait for a drain to finish",
+    )
+    args = parser.parse_args(argv)
+
+    for name, value in PRESETS[args.preset].items():
+        if getattr(args, name) is None:
+            setattr(args, name, value)
+    args.scenarios = [s.strip() for s in args.scenario.split(",") if s.strip()]
+    unknown = sorted(set(args.scenarios) - set(SCENARIOS))
+    if unknown:
+        parser.error(
+            f"unknown scenario {', '.join(unknown)}; choose from {', '.join(SCENARIOS)}"
+        )
+    if args.addr and not args.db_url and _DB_SCENARIOS & set(args.scenarios):
+        parser.error("with --addr, scenarios that read the database need --db-url")
+    for name in (
+        "submit_jobs",
+        "batch_jobs",
+        "jobs",
+        "threads",
+        "processes",
+        "concurrency",
+        "latency_jobs",
+        "claim_reps",
+        "batch_size",
+        "latency_concurrency",
+    ):
+        if getattr(args, name) < 1:
+            parser.error(f"--{name.replace('_', '-')} must be at least 1")
+    return args
+
+
+def _server_env(pairs: list[str]) -> dict[str, str]:
+    env = {}
+    for pair in pairs:
+        name, sep, value = pair.partition("=")
+        if not sep or not name:
+            raise BenchError(f"--server-env {pair!r} is not NAME=VALUE")
+        env[name] = value
+    return env
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
+def run(args: argparse.Namespace) -> tuple[dict[str, Any], dict[str, Any]]:
+    progress = Progress(sys.stdout.isatty(), sys.stderr if args.json else sys.stdout)
+    meta: dict[str, Any] = {
+        "date_utc": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+        "host": f"{os.cpu_count()} cpus, {platform.system()} {platform.release()}, "
+        f"Python {platform.python_version()}",
+        "preset": args.preset,
+        "scenarios": args.scenarios,
+    }
+    results: dict[str, Any] = {}
+    with contextlib.ExitStack() as stack:
+        bench_db = None
+        server = None
+        owned = args.addr is None
+        if args.db_url:
+            bench_db = BenchDatabase(args.db_url, owned=owned)
+            stack.callback(bench_db.close)
+            meta["postgres"] = bench_db.server_version()
+            meta["database"] = bench_db.name
+        if owned:
+            assert bench_db is not None
+            bench_db.create()
+            if not args.keep_db:
+                stack.callback(bench_db.drop)
+            log_dir = pathlib.Path(
+                args.log_dir or tempfile.mkdtemp(prefix="pulse-loadgen-")
+            )
+            log_dir.mkdir(parents=True, exist_ok=True)
+            server = ManagedServer(
+                args.db_url,
+                log_dir / f"pulsed-{bench_db.name}.log",
+                _server_env(args.server_env),
+            )
+            stack.callback(server.stop)
+            meta["server_log"] = str(server.log_path)
+            meta["server_env"] = _server_env(args.server_env)
+            addr = server.addr
+        else:
+            addr = args.addr
+        meta["addr"] = addr
+        jobs = Jobs(args.db_url, owned=owned) if bench_db is not None else None
+        if jobs is not None:
+            stack.callback(jobs.close)
+        profiler = None
+        if args.profile:
+            profiler = Profiler(args)
+            stack.callback(profiler.stop)
+            meta["profiles"] = profiler.files
+        target = Target(addr, server, bench_db, args.stats_settle_seconds, profiler)
+        ctx = Context(args, target, jobs, progress, results)
+        for scenario in SCENARIOS:
+            if scenario not in args.scenarios:
+                continue
+            if profiler is not None:
+                profiler.scenario = scenario
+            target.ensure_running()
+            if profiler is not None:
+                profiler.attach(os.getpid(), "loadgen")
+                if server is not None and server.pid is not None:
+                    profiler.attach(server.pid, "pulsed")
+            started = time.perf_counter()
+            try:
+                results[scenario.replace("-", "_")] = RUNNERS[scenario](ctx)
+            finally:
+                if profiler is not None:
+                    profiler.stop()
+            progress.done()
+            progress.note(f"{scenario} done in {time.perf_counter() - started:.1f}s")
+        if server is not None:
+            meta["server_starts"] = server.starts
+    return meta, results
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    signal.signal(signal.SIGTERM, _interrupt)
+    try:
+        meta, results = run(args)
+    except BenchError as exc:
+        print(f"loadgen: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print(
+            "loadgen: interrupted; the server and workers it started were stopped",
+            file=sys.stderr,
+        )
+        return 130
+    if args.json:
+        print(json.dumps({"meta": meta, **results}, indent=2))
+    else:
+        print_table(results, meta)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,73 @@
+"""The SDK's public names are a promise: adding or removing one is a
+deliberate change, made here as well."""
+
+from __future__ import annotations
+
+import importlib
+
+import pytest
+
+import pulse_client
+
+PUBLIC_NAMES = [
+    "ClientClosed",
+    "DeadlineExceeded",
+    "InvalidArgument",
+    "InvalidState",
+    "Job",
+    "JobConflict",
+    "JobContext",
+    "JobNotFound",
+    "JobPage",
+    "JobStatus",
+    "NewJob",
+    "PermanentError",
+    "PermissionDenied",
+    "Pulse",
+    "PulseError",
+    "ResourceExhausted",
+    "RetryLater",
+    "Stats",
+    "SubmitRefused",
+    "TopicStats",
+    "Unauthenticated",
+    "Unavailable",
+    "new_job_id",
+]
+
+
+def test_the_sdk_exports_exactly_the_pinned_names_in_sorted_order() -> None:
+    assert pulse_client.__all__ == PUBLIC_NAMES
+
+
+@pytest.mark.parametrize("name", PUBLIC_NAMES)
+def test_each_public_name_is_importable_from_pulse_client(name: str) -> None:
+    module = importlib.import_module("pulse_client")
+
+    assert getattr(module, name) is not None
+
+
+def test_every_exception_the_sdk_exports_derives_from_pulse_error() -> None:
+    errors = [
+        getattr(pulse_client, name)
+        for name in PUBLIC_NAMES
+        if isinstance(getattr(pulse_client, name), type)
+        and issubclass(getattr(pulse_client, name), Exception)
+        and name not in ("PermanentError", "RetryLater")
+    ]
+
+    assert [error.__name__ for error in errors] == [
+        "ClientClosed",
+        "DeadlineExceeded",
+        "InvalidArgument",
+        "InvalidState",
+        "JobConflict",
+        "JobNotFound",
+        "PermissionDenied",
+        "PulseError",
+        "ResourceExhausted",
+        "SubmitRefused",
+        "Unauthenticated",
+        "Unavailable",
+    ]
+    assert all(issubclass(error, pulse_client.PulseError) for error in errors)
