@@ -227,18 +227,25 @@ class Runtime:
         )
         if self._drained.is_set():
             self._call.cancel()
-        for message in self._call:
-            if message.lease_ms:
-                self._lease_seconds = message.lease_ms / 1000
-                log.info(
-                    "worker.connected worker_id=%s addr=%s", self.worker_id, address
-                )
-            for assignment in message.assignments:
-                self._accept(assignment)
-            if message.acks:
-                self._on_acks(message.acks)
-            for lost in message.lost:
-                self._on_lost(lost)
+        try:
+            for message in self._call:
+                if message.lease_ms:
+                    self._lease_seconds = message.lease_ms / 1000
+                    log.info(
+                        "worker.connected worker_id=%s addr=%s",
+                        self.worker_id,
+                        address,
+                    )
+                for assignment in message.assignments:
+                    self._accept(assignment)
+                if message.acks:
+                    self._on_acks(message.acks)
+                for lost in message.lost:
+                    self._on_lost(lost)
+        finally:
+            # Ends this stream's request generator; anything still queued
+            # for it is sent again on the next stream (results stay unacked).
+            outbox.put(None)
 
     def _close_stream(self) -> None:
         with self._lock:
