@@ -477,10 +477,6 @@ class ManagedServer:
             process.kill()
             process.wait()
 
-    def restart(self) -> None:
-        self.stop()
-        self.start()
-
 
 class Target:
     """Where the load goes, and how to read the transaction counters.
@@ -1721,7 +1717,10 @@ def run(args: argparse.Namespace) -> tuple[dict[str, Any], dict[str, Any]]:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    signal.signal(signal.SIGTERM, _interrupt)
+    # Explicitly for SIGINT too: a shell starts background jobs with SIGINT
+    # ignored, and the server and workers must be stopped either way.
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, _interrupt)
     try:
         meta, results = run(args)
     except BenchError as exc:
