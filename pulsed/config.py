@@ -57,6 +57,10 @@ class Config:
     watchdog_seconds: float = 1.0
     # PULSE_PRUNE_SECONDS: how often the pruner runs.
     prune_seconds: float = 60.0
+    # PULSE_VACUUM_SECONDS: how often the jobs table's churn is checked and,
+    # past a threshold, vacuumed and analyzed by the server; 0 turns it off
+    # (leaving it to autovacuum).
+    vacuum_seconds: float = 5.0
     # PULSE_CLAIM_BATCH: most jobs one claim statement takes.
     claim_batch: int = 500
     # PULSE_FLUSH_MS: how long a writer waits to fill a batch. 0: it takes
@@ -112,6 +116,9 @@ class Config:
             ),
             prune_seconds=reader.number(
                 "PULSE_PRUNE_SECONDS", float, cls.prune_seconds, 0.01
+            ),
+            vacuum_seconds=reader.number(
+                "PULSE_VACUUM_SECONDS", float, cls.vacuum_seconds, 0
             ),
             claim_batch=reader.number(
                 "PULSE_CLAIM_BATCH", int, cls.claim_batch, 1, 10000

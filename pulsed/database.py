@@ -51,7 +51,7 @@ class Prepared:
     must have a type Postgres can infer (cast it where it cannot).
     """
 
-    def __init__(self, name: str, sql: str) -> None:
+    def __init__(self, name: str, sql: str, *, settings: str = "") -> None:
         order: list[str] = []
 
         def number(match: re.Match[str]) -> str:
@@ -63,7 +63,8 @@ class Prepared:
         self.sql = sql
         self.prepare_sql = f"PREPARE {name} AS {_PARAMETER.sub(number, sql)}"
         arguments = ", ".join(f"%({param})s" for param in order)
-        self.execute_sql = f"EXECUTE {name}({arguments})"
+        # Settings go in the same round trip as the EXECUTE.
+        self.execute_sql = f"{settings}EXECUTE {name}({arguments})"
 
     def execute(self, cur: Cursor, params: dict[str, Any]) -> None:
         conn = cur.connection
@@ -76,6 +77,10 @@ class Prepared:
             prepared.add(self.name)
         cur.execute(self.execute_sql, params)
 
+
+# For hot statements whose right plan is always an index (or TID) scan:
+# keeps a planner with stale statistics from choosing a full scan.
+INDEX_ONLY_PLANS = "SET LOCAL enable_bitmapscan = off; SET LOCAL enable_seqscan = off; "
 
 _PARAMETER = re.compile(r"%\((\w+)\)s")
 

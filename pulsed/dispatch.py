@@ -23,6 +23,7 @@ from typing import Any, Protocol
 from pulse_client._proto.pulse.v1 import pulse_pb2 as pb
 from pulse_client.errors import PulseError
 from pulsed.config import Config
+from pulsed.database import INDEX_ONLY_PLANS as _INDEX_ONLY_PLANS
 from pulsed.database import Database, Prepared
 from pulsed.jobs import to_timestamp
 
@@ -37,10 +38,11 @@ WITH slots AS (
     FROM unnest(%(slots)s::int[], %(worker_ids)s::text[]) WITH ORDINALITY
          AS s(slot, worker_id, n)
 ), picked AS (
-    SELECT c.id, row_number() OVER (ORDER BY c.priority DESC, c.run_at, c.id) AS n
+    SELECT c.ctid, c.id,
+           row_number() OVER (ORDER BY c.priority DESC, c.run_at, c.id) AS n
     FROM unnest(%(topics)s::text[]) AS t(topic)
     CROSS JOIN LATERAL (
-        SELECT id, priority, run_at FROM jobs
+        SELECT ctid, id, priority, run_at FROM jobs
         WHERE status = 'pending' AND jobs.topic = t.topic
         ORDER BY priority DESC, run_at, id
         LIMIT %(limit)s::int
@@ -60,12 +62,18 @@ UPDATE jobs AS j SET
             j.timeout_ms * interval '1 millisecond')
         ELSE now() + %(lease_seconds)s::float8 * interval '1 second' END
 FROM picked JOIN slots AS s USING (n)
-WHERE j.id = picked.id
+-- By ctid: the rows are locked, so their location is fixed, and a TID scan
+-- is O(batch) whatever the planner believes about the table's size.
+WHERE j.ctid = picked.ctid AND j.id = picked.id
 RETURNING s.slot, j.id, j.topic, j.payload, j.attempt, j.max_attempts, j.priority,
           j.lease_expires_at, j.timeout_ms, j.created_at, j.attempt_base
 """
 
-_CLAIM_JOBS = Prepared("pulse_claim_jobs", CLAIM_JOBS)
+# Without fresh statistics (autovacuum visits a database about once a
+# minute, and a drain changes the table faster) the planner may take a
+# bitmap scan over every pending row of the topic and sort it: O(backlog).
+# The partial index already yields rows in dispatch order, so forbid that.
+_CLAIM_JOBS = Prepared("pulse_claim_jobs", CLAIM_JOBS, settings=_INDEX_ONLY_PLANS)
 
 MAX_CREDITS_PER_STREAM = 10_000
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Callable
 
 from pulse_client.errors import PulseError
@@ -195,3 +196,54 @@ class Pruner(BackgroundLoop):
         if deleted:
             log.info("pruner.deleted jobs=%d", deleted)
         return 0.0 if deleted == self.batch else self.config.prune_seconds
+
+
+JOBS_TABLE_CHURN = """
+SELECT n_dead_tup, n_mod_since_analyze
+FROM pg_stat_user_tables WHERE relid = 'jobs'::regclass
+"""
+
+# Any constant shared by every replica: "vacuum" in ASCII.
+_VACUUM_LOCK_KEY = 0x76616375756D
+
+
+class Vacuumer(BackgroundLoop):
+    """Vacuums and analyzes the jobs table while it churns.
+
+    Every claim leaves a dead entry at the head of the claim index that later
+    claims scan past until vacuum removes it, and a drain changes the table
+    faster than autovacuum (which visits a database about once a minute)
+    refreshes its statistics. So each replica looks every few seconds and,
+    past a threshold of dead or changed rows, runs VACUUM (ANALYZE) itself;
+    an advisory lock keeps replicas from doing it twice at once.
+    """
+
+    name = "vacuumer"
+    threshold_rows = 2000
+
+    def step(self) -> float:
+        with self.db.transaction() as cur:
+            cur.execute(JOBS_TABLE_CHURN)
+            row = cur.fetchone()
+        dead, changed = (row[0], row[1]) if row else (0, 0)
+        if max(dead, changed) < self.threshold_rows:
+            return self.config.vacuum_seconds
+        conn = self.db.connect()
+        try:
+            conn.autocommit = True  # VACUUM cannot run in a transaction
+            with conn.cursor() as cur:
+                cur.execute("SELECT pg_try_advisory_lock(%s)", (_VACUUM_LOCK_KEY,))
+                locked = cur.fetchone()
+                if not locked or not locked[0]:
+                    return self.config.vacuum_seconds
+                started = time.monotonic()
+                cur.execute("VACUUM (ANALYZE) jobs")
+                log.info(
+                    "vacuumer.vacuumed dead=%d changed=%d seconds=%.2f",
+                    dead,
+                    changed,
+                    time.monotonic() - started,
+                )
+        finally:
+            conn.close()  # also releases the advisory lock
+        return self.config.vacuum_seconds

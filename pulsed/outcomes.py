@@ -13,7 +13,7 @@ import uuid
 
 from pulse_client._proto.pulse.v1 import pulse_pb2 as pb
 from pulsed.config import Config
-from pulsed.database import Cursor, Prepared
+from pulsed.database import INDEX_ONLY_PLANS, Cursor, Prepared
 
 MAX_ERROR_CHARS = 16_000
 MAX_RETRY_DELAY_MS = 30 * 24 * 3600 * 1000
@@ -56,7 +56,8 @@ UPDATE jobs AS j SET
     last_error = coalesce(d.error, j.last_error),
     lease_expires_at = NULL
 FROM decided AS d
-WHERE j.id = d.id AND j.attempt = d.attempt AND j.status = 'running'
+WHERE j.ctid = d.ctid AND j.id = d.id AND j.attempt = d.attempt
+  AND j.status = 'running'
 RETURNING j.id, j.attempt, j.status
 """
 
@@ -70,7 +71,7 @@ WITH e AS (
                 %(failures)s::text[], %(errors)s::text[], %(delays_ms)s::bigint[])
          AS r(id, attempt, worker_id, failure, error, retry_delay_ms)
 ), decided AS (
-    SELECT j.id, j.attempt, e.error, e.retry_delay_ms,"""
+    SELECT j.ctid, j.id, j.attempt, e.error, e.retry_delay_ms,"""
     + _BACKOFF_SECONDS
     + " AS backoff_seconds,"
     + _NEXT_STATUS
@@ -103,7 +104,7 @@ WITH e AS (
     LIMIT %(limit)s
     FOR UPDATE SKIP LOCKED
 ), decided AS (
-    SELECT j.id, j.attempt, e.error, e.retry_delay_ms,"""
+    SELECT j.ctid, j.id, j.attempt, e.error, e.retry_delay_ms,"""
     + _BACKOFF_SECONDS
     + " AS backoff_seconds,"
     + _NEXT_STATUS
@@ -131,8 +132,12 @@ RETURNING j.id, j.attempt, j.cancel_requested_at IS NOT NULL
 """
 
 
-_APPLY_RESULTS = Prepared("pulse_apply_results", APPLY_RESULTS)
-_EXTEND_LEASES = Prepared("pulse_extend_leases", EXTEND_LEASES)
+_APPLY_RESULTS = Prepared(
+    "pulse_apply_results", APPLY_RESULTS, settings=INDEX_ONLY_PLANS
+)
+_EXTEND_LEASES = Prepared(
+    "pulse_extend_leases", EXTEND_LEASES, settings=INDEX_ONLY_PLANS
+)
 
 
 @dataclasses.dataclass(frozen=True)

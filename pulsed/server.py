@@ -19,7 +19,7 @@ from pulse_client.errors import PulseError
 from pulsed.config import Config, ConfigError
 from pulsed.database import Database
 from pulsed.dispatch import Dispatcher
-from pulsed.loops import Promoter, Pruner, Watchdog
+from pulsed.loops import BackgroundLoop, Promoter, Pruner, Vacuumer, Watchdog
 from pulsed.migrate import apply_migrations
 from pulsed.notifications import Listener
 from pulsed.service import PulseService
@@ -48,15 +48,17 @@ class Server:
         self.service = PulseService(self.db, config, self.dispatcher, self.promoter)
         self.watchdog = Watchdog(self.db, config, on_retrying=self.promoter.wake)
         self.pruner = Pruner(self.db, config)
+        self.vacuumer = Vacuumer(self.db, config)
         self.listener = Listener(
             self.db, on_pending=self.dispatcher.wake, on_due=self.promoter.wake
         )
         self.health = health.HealthServicer()
         threads = config.max_streams + config.rpc_threads
+        self._executor = futures.ThreadPoolExecutor(
+            max_workers=threads, thread_name_prefix="pulse-rpc"
+        )
         self.grpc_server = grpc.server(
-            futures.ThreadPoolExecutor(
-                max_workers=threads, thread_name_prefix="pulse-rpc"
-            ),
+            self._executor,
             # Beyond this the server answers RESOURCE_EXHAUSTED at once
             # instead of queueing calls behind busy threads.
             maximum_concurrent_rpcs=threads,
@@ -84,7 +86,10 @@ class Server:
         applied = apply_migrations(self.db)
         if applied:
             log.info("server.migrated ids=%s", ",".join(applied))
-        self.port = self.grpc_server.add_insecure_port(self.config.grpc_addr)
+        try:
+            self.port = self.grpc_server.add_insecure_port(self.config.grpc_addr)
+        except RuntimeError:  # grpcio reports a failed bind this way
+            self.port = 0
         if self.port == 0:
             raise ConfigError(
                 f"PULSE_GRPC_ADDR={self.config.grpc_addr!r}: cannot listen there "
@@ -92,7 +97,7 @@ class Server:
             )
         self.service.start()
         self.dispatcher.start()
-        for loop in (self.promoter, self.watchdog, self.pruner):
+        for loop in self._loops():
             loop.start()
         self.listener.start()
         self.grpc_server.start()
@@ -117,12 +122,20 @@ class Server:
         # unary calls in flight get the grace period.
         self.service.stop()
         done.wait(self.config.shutdown_grace_seconds)
+        # grpcio leaves its executor's threads alive; they are ours to end.
+        self._executor.shutdown(wait=True, cancel_futures=True)
         self.listener.stop()
-        for loop in (self.promoter, self.watchdog, self.pruner):
+        for loop in self._loops():
             loop.stop()
         self.dispatcher.stop()
         self.db.close()
         log.info("server.stopped")
+
+    def _loops(self) -> list[BackgroundLoop]:
+        loops: list[BackgroundLoop] = [self.promoter, self.watchdog, self.pruner]
+        if self.config.vacuum_seconds > 0:
+            loops.append(self.vacuumer)
+        return loops
 
     def wait(self) -> None:
         self.grpc_server.wait_for_termination()

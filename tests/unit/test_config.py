@@ -26,6 +26,7 @@ KNOBS: dict[str, tuple[str, str, object, str]] = {
     "claim_batch": ("PULSE_CLAIM_BATCH", "100", 100, "10001"),
     "flush_ms": ("PULSE_FLUSH_MS", "5", 5.0, "1001"),
     "claim_linger_ms": ("PULSE_CLAIM_LINGER_MS", "3", 3.0, "1001"),
+    "vacuum_seconds": ("PULSE_VACUUM_SECONDS", "7", 7.0, "-1"),
     "flush_batch": ("PULSE_FLUSH_BATCH", "200", 200, "0"),
     "shutdown_grace_seconds": ("PULSE_SHUTDOWN_GRACE_SECONDS", "3", 3.0, "-1"),
 }
