@@ -4,8 +4,8 @@ Callers from any thread hand over a list of items and get the per-item
 results back (through a callback, or by blocking). A single flusher thread
 takes everything that queued up while the previous flush ran, up to
 ``max_batch`` items, and runs one batch function over it. Under load the
-batches grow by themselves; an idle caller waits for nothing but its own
-flush (plus ``max_wait_seconds`` if configured).
+batches grow by themselves; with no ``max_wait_seconds``, a blocking caller
+that finds the writer idle runs its flush at once, in its own thread.
 """
 
 from __future__ import annotations
@@ -25,8 +25,6 @@ log = logging.getLogger(__name__)
 
 ItemT = TypeVar("ItemT")
 ResultT = TypeVar("ResultT")
-
-Callback = Callable[["list[ResultT] | BaseException"], None]
 
 
 @dataclasses.dataclass
@@ -54,6 +52,9 @@ class GroupCommit(Generic[ItemT, ResultT]):
         self._queued_items = 0
         self._cond = threading.Condition()
         self._stopping = False
+        # A flush is running (in the flusher or in a caller's thread): flushes
+        # never overlap, so batches keep their commit order.
+        self._busy = False
         self._thread = threading.Thread(
             target=self._run, name=f"pulse-{name}", daemon=True
         )
@@ -90,7 +91,26 @@ class GroupCommit(Generic[ItemT, ResultT]):
         callback(stopped)
 
     def call(self, items: Sequence[ItemT]) -> list[ResultT]:
-        """Queue items and block until their batch has committed."""
+        """Queue items and block until their batch has committed.
+
+        When nothing is queued or flushing, the caller runs the flush itself:
+        a lone caller pays no hand-off to the flusher thread and back.
+        """
+        with self._cond:
+            direct = (
+                bool(items)
+                and self._max_wait_seconds == 0
+                and not (self._busy or self._queue or self._stopping)
+            )
+            if direct:
+                self._busy = True
+        if direct:
+            try:
+                results = self._execute(list(items))
+                self.flushes += 1
+                return results
+            finally:
+                self._idle()
         future: Future[list[ResultT]] = Future()
 
         def resolve(outcome: list[ResultT] | BaseException) -> None:
@@ -107,12 +127,20 @@ class GroupCommit(Generic[ItemT, ResultT]):
             batch = self._take_batch()
             if batch is None:
                 return
-            self._flush(batch)
+            try:
+                self._flush(batch)
+            finally:
+                self._idle()
+
+    def _idle(self) -> None:
+        with self._cond:
+            self._busy = False
+            self._cond.notify_all()
 
     def _take_batch(self) -> list[_Request[ItemT, ResultT]] | None:
         with self._cond:
-            while not self._queue:
-                if self._stopping:
+            while not self._queue or self._busy:
+                if self._stopping and not self._queue:
                     return None
                 self._cond.wait()
             if self._max_wait_seconds > 0 and not self._stopping:
@@ -133,6 +161,7 @@ class GroupCommit(Generic[ItemT, ResultT]):
                 batch.append(request)
                 taken += len(request.items)
             self._queued_items -= taken
+            self._busy = True
             return batch
 
     def _flush(self, batch: list[_Request[ItemT, ResultT]]) -> None:

@@ -63,10 +63,13 @@ class Config:
     vacuum_seconds: float = 5.0
     # PULSE_CLAIM_BATCH: most jobs one claim statement takes.
     claim_batch: int = 500
-    # PULSE_FLUSH_MS: how long a writer waits to fill a batch. 0: it takes
-    # whatever queued while the previous flush ran (group commit without
-    # added latency).
-    flush_ms: float = 0.0
+    # PULSE_FLUSH_MS: how long the result and heartbeat writers wait to fill
+    # a batch (acknowledgements wait, new work does not). 0: each flush takes
+    # whatever queued while the previous one ran. Submits never wait.
+    flush_ms: float = 5.0
+    # PULSE_NOTIFY_COALESCE_MS: at most one NOTIFY to the other replicas per
+    # this interval; this replica's own streams wake at once.
+    notify_coalesce_ms: float = 2.0
     # PULSE_CLAIM_LINGER_MS: how long a busy stream with few free slots
     # waits for more to free up before the dispatcher claims for it. Idle
     # streams (a quarter or more of their slots free) never wait.
@@ -127,6 +130,9 @@ class Config:
                 "PULSE_CLAIM_LINGER_MS", float, cls.claim_linger_ms, 0, 1000
             ),
             flush_ms=reader.number("PULSE_FLUSH_MS", float, cls.flush_ms, 0, 1000),
+            notify_coalesce_ms=reader.number(
+                "PULSE_NOTIFY_COALESCE_MS", float, cls.notify_coalesce_ms, 0, 1000
+            ),
             flush_batch=reader.number(
                 "PULSE_FLUSH_BATCH", int, cls.flush_batch, 1, 100000
             ),

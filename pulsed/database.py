@@ -113,6 +113,8 @@ class Database:
         self._open = 0
         self._lock = threading.Condition()
         self._closed = False
+        # The pool's connections (by object id) and their server process ids.
+        self._backend_pids: dict[int, int] = {}
 
     @property
     def dsn(self) -> str:
@@ -124,9 +126,15 @@ class Database:
             conn: Connection = psycopg2.connect(
                 self._dsn, connection_factory=_PulseConnection, **self._connect_kwargs
             )
-            return conn
         except psycopg2.OperationalError as exc:
             raise Unavailable(f"Database unreachable: {_first_line(exc)}") from exc
+        return conn
+
+    def is_own_backend(self, pid: int) -> bool:
+        """Whether ``pid`` is the server process behind one of the pool's
+        connections (so a replica can ignore notifications it sent itself)."""
+        with self._lock:
+            return pid in self._backend_pids.values()
 
     @contextlib.contextmanager
     def transaction(self) -> Iterator[Cursor]:
@@ -163,6 +171,8 @@ class Database:
             self._closed = True
             idle, self._idle = self._idle, []
             self._open -= len(idle)
+            for conn in idle:
+                self._backend_pids.pop(id(conn), None)
             self._lock.notify_all()
         for conn in idle:
             conn.close()
@@ -198,6 +208,8 @@ class Database:
                 self._open -= 1
                 self._lock.notify()
             raise
+        with self._lock:
+            self._backend_pids[id(conn)] = conn.get_backend_pid()
         return conn
 
     def _release(self, conn: Connection, *, broken: bool) -> None:
@@ -208,6 +220,8 @@ class Database:
             with self._lock:
                 stale, self._idle = self._idle, []
                 self._open -= 1 + len(stale)
+                for dead in [conn, *stale]:
+                    self._backend_pids.pop(id(dead), None)
                 self._lock.notify_all()
             for dead in [conn, *stale]:
                 with contextlib.suppress(psycopg2.Error):
@@ -217,6 +231,7 @@ class Database:
         with self._lock:
             if self._closed:
                 self._open -= 1
+                self._backend_pids.pop(id(conn), None)
                 conn.close()
                 return
             self._idle.append(conn)

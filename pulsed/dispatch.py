@@ -38,11 +38,10 @@ WITH slots AS (
     FROM unnest(%(slots)s::int[], %(worker_ids)s::text[]) WITH ORDINALITY
          AS s(slot, worker_id, n)
 ), picked AS (
-    SELECT c.ctid, c.id,
-           row_number() OVER (ORDER BY c.priority DESC, c.run_at, c.id) AS n
+    SELECT c.id, row_number() OVER (ORDER BY c.priority DESC, c.run_at, c.id) AS n
     FROM unnest(%(topics)s::text[]) AS t(topic)
     CROSS JOIN LATERAL (
-        SELECT ctid, id, priority, run_at FROM jobs
+        SELECT id, priority, run_at FROM jobs
         WHERE status = 'pending' AND jobs.topic = t.topic
         ORDER BY priority DESC, run_at, id
         LIMIT %(limit)s::int
@@ -62,9 +61,7 @@ UPDATE jobs AS j SET
             j.timeout_ms * interval '1 millisecond')
         ELSE now() + %(lease_seconds)s::float8 * interval '1 second' END
 FROM picked JOIN slots AS s USING (n)
--- By ctid: the rows are locked, so their location is fixed, and a TID scan
--- is O(batch) whatever the planner believes about the table's size.
-WHERE j.ctid = picked.ctid AND j.id = picked.id
+WHERE j.id = picked.id
 RETURNING s.slot, j.id, j.topic, j.payload, j.attempt, j.max_attempts, j.priority,
           j.lease_expires_at, j.timeout_ms, j.created_at, j.attempt_base
 """

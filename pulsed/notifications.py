@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import select
 import threading
+import time
 from collections.abc import Callable
 
 import psycopg2
@@ -82,6 +83,8 @@ class Listener:
                 due = False
                 while conn.notifies:
                     note = conn.notifies.pop()
+                    if self._db.is_own_backend(note.pid):
+                        continue  # this replica already woke itself
                     if note.channel == NOTIFY_CHANNEL_PENDING:
                         topics.add(note.payload)
                     else:
@@ -92,3 +95,79 @@ class Listener:
                     self._on_due()
         finally:
             conn.close()
+
+
+# Postgres folds duplicate notifications within a transaction.
+ANNOUNCE = """
+SELECT pg_notify(%(channel)s, topic) FROM unnest(%(topics)s::text[]) AS t(topic)
+"""
+
+
+class Notifier:
+    """Announces new work to the other replicas, coalesced.
+
+    Submits commit first and announce afterwards, outside their
+    transaction: this replica wakes its own dispatcher directly, so only
+    the other replicas need the NOTIFY, and a burst of submits is folded
+    into at most one NOTIFY transaction per ``coalesce_seconds``. A
+    notification lost to a crash between the commit and the NOTIFY only
+    delays the other replicas until their safety poll.
+    """
+
+    def __init__(self, db: Database, coalesce_seconds: float) -> None:
+        self._db = db
+        self._coalesce_seconds = coalesce_seconds
+        self._cond = threading.Condition()
+        self._topics: set[str] = set()
+        self._due = False
+        self._stopping = False
+        self._thread = threading.Thread(
+            target=self._run, name="pulse-notifier", daemon=True
+        )
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self, timeout_seconds: float = 5.0) -> None:
+        """Send what is pending, then stop."""
+        with self._cond:
+            self._stopping = True
+            self._cond.notify_all()
+        if self._thread.is_alive():
+            self._thread.join(timeout_seconds)
+
+    def announce(self, topics: set[str], *, due: bool = False) -> None:
+        """Tell other replicas: pending work for ``topics``; ``due``: a job
+        was scheduled for later (promoters recompute their sleep)."""
+        if not topics and not due:
+            return
+        with self._cond:
+            self._topics |= topics
+            self._due = self._due or due
+            self._cond.notify()
+
+    def _run(self) -> None:
+        while True:
+            with self._cond:
+                while not self._topics and not self._due and not self._stopping:
+                    self._cond.wait()
+                if self._stopping and not self._topics and not self._due:
+                    return
+                topics, self._topics = self._topics, set()
+                due, self._due = self._due, False
+            try:
+                self._send(topics, due)
+            except PulseError as exc:
+                log.warning("notifier.failed topics=%d error=%s", len(topics), exc)
+            if not self._stopping:
+                time.sleep(self._coalesce_seconds)
+
+    def _send(self, topics: set[str], due: bool) -> None:
+        with self._db.transaction() as cur:
+            if topics:
+                cur.execute(
+                    ANNOUNCE,
+                    {"channel": NOTIFY_CHANNEL_PENDING, "topics": sorted(topics)},
+                )
+            if due:
+                cur.execute(ANNOUNCE, {"channel": NOTIFY_CHANNEL_DUE, "topics": [""]})

@@ -56,8 +56,7 @@ UPDATE jobs AS j SET
     last_error = coalesce(d.error, j.last_error),
     lease_expires_at = NULL
 FROM decided AS d
-WHERE j.ctid = d.ctid AND j.id = d.id AND j.attempt = d.attempt
-  AND j.status = 'running'
+WHERE j.id = d.id AND j.attempt = d.attempt AND j.status = 'running'
 RETURNING j.id, j.attempt, j.status
 """
 
@@ -71,7 +70,7 @@ WITH e AS (
                 %(failures)s::text[], %(errors)s::text[], %(delays_ms)s::bigint[])
          AS r(id, attempt, worker_id, failure, error, retry_delay_ms)
 ), decided AS (
-    SELECT j.ctid, j.id, j.attempt, e.error, e.retry_delay_ms,"""
+    SELECT j.id, j.attempt, e.error, e.retry_delay_ms,"""
     + _BACKOFF_SECONDS
     + " AS backoff_seconds,"
     + _NEXT_STATUS
@@ -104,7 +103,7 @@ WITH e AS (
     LIMIT %(limit)s
     FOR UPDATE SKIP LOCKED
 ), decided AS (
-    SELECT j.ctid, j.id, j.attempt, e.error, e.retry_delay_ms,"""
+    SELECT j.id, j.attempt, e.error, e.retry_delay_ms,"""
     + _BACKOFF_SECONDS
     + " AS backoff_seconds,"
     + _NEXT_STATUS

@@ -21,7 +21,7 @@ from pulsed.database import Database
 from pulsed.dispatch import Dispatcher
 from pulsed.loops import BackgroundLoop, Promoter, Pruner, Vacuumer, Watchdog
 from pulsed.migrate import apply_migrations
-from pulsed.notifications import Listener
+from pulsed.notifications import Listener, Notifier
 from pulsed.service import PulseService
 
 log = logging.getLogger(__name__)
@@ -45,7 +45,10 @@ class Server:
         )
         self.dispatcher = Dispatcher(self.db, config)
         self.promoter = Promoter(self.db, config, on_pending=self.dispatcher.wake)
-        self.service = PulseService(self.db, config, self.dispatcher, self.promoter)
+        self.notifier = Notifier(self.db, config.notify_coalesce_ms / 1000)
+        self.service = PulseService(
+            self.db, config, self.dispatcher, self.promoter, self.notifier
+        )
         self.watchdog = Watchdog(self.db, config, on_retrying=self.promoter.wake)
         self.pruner = Pruner(self.db, config)
         self.vacuumer = Vacuumer(self.db, config)
@@ -96,6 +99,7 @@ class Server:
                 "(address in use or not local)"
             )
         self.service.start()
+        self.notifier.start()
         self.dispatcher.start()
         for loop in self._loops():
             loop.start()
@@ -124,6 +128,7 @@ class Server:
         done.wait(self.config.shutdown_grace_seconds)
         # grpcio leaves its executor's threads alive; they are ours to end.
         self._executor.shutdown(wait=True, cancel_futures=True)
+        self.notifier.stop()
         self.listener.stop()
         for loop in self._loops():
             loop.stop()

@@ -30,6 +30,7 @@ from pulsed.database import Database
 from pulsed.dispatch import Dispatcher
 from pulsed.jobs import STATUS_TO_PROTO, to_timestamp
 from pulsed.loops import Promoter
+from pulsed.notifications import Notifier
 
 log = logging.getLogger(__name__)
 
@@ -70,17 +71,17 @@ class PulseService(pulse_pb2_grpc.PulseServicer):
         config: Config,
         dispatcher: Dispatcher,
         promoter: Promoter,
+        notifier: Notifier,
     ) -> None:
         self.db = db
         self.config = config
         self.dispatcher = dispatcher
         self.promoter = promoter
+        self.notifier = notifier
+        # Submits never wait to fill a batch: their callers are waiting.
         self.submit_writer: GroupCommit[submits.NewJob, submits.SubmitOutcome] = (
             GroupCommit(
-                "submit-writer",
-                self._insert_jobs,
-                max_batch=config.flush_batch,
-                max_wait_seconds=config.flush_ms / 1000,
+                "submit-writer", self._insert_jobs, max_batch=config.flush_batch
             )
         )
         self.results_writer: GroupCommit[outcomes.Report, outcomes.Ack] = GroupCommit(
@@ -125,6 +126,7 @@ class PulseService(pulse_pb2_grpc.PulseServicer):
             self.dispatcher.wake(pending_topics)
         if any_scheduled:
             self.promoter.wake()
+        self.notifier.announce(pending_topics, due=any_scheduled)
         return results
 
     def _apply_results(self, reports: list[outcomes.Report]) -> list[outcomes.Ack]:

@@ -143,13 +143,6 @@ SELECT_EXISTING = """
 SELECT id, topic, payload, status FROM jobs WHERE id = ANY(%(ids)s::uuid[])
 """
 
-# One notification per channel and topic; Postgres folds duplicates within
-# a transaction and delivers them at commit.
-NOTIFY_TOPICS = """
-SELECT pg_notify(%(channel)s, topic) FROM unnest(%(topics)s::text[]) AS t(topic)
-"""
-
-
 _INSERT_JOBS = Prepared("pulse_insert_jobs", INSERT_JOBS)
 
 
@@ -159,7 +152,8 @@ def insert_jobs(
     """Insert jobs in one statement.
 
     Returns the outcome per job (in order), the topics that got pending work
-    and whether any job was scheduled for later.
+    and whether any job was scheduled for later: the caller announces those
+    once the transaction has committed.
     """
     _INSERT_JOBS.execute(
         cur,
@@ -190,13 +184,6 @@ def insert_jobs(
         first_by_id.setdefault(job.id, job)
     outcomes = [_outcome(job, first_by_id[job.id], rows, existing) for job in jobs]
 
-    if pending_topics:
-        cur.execute(
-            NOTIFY_TOPICS,
-            {"channel": NOTIFY_CHANNEL_PENDING, "topics": sorted(pending_topics)},
-        )
-    if any_scheduled:
-        cur.execute(NOTIFY_TOPICS, {"channel": NOTIFY_CHANNEL_DUE, "topics": [""]})
     return outcomes, pending_topics, any_scheduled
 
 

@@ -23,7 +23,12 @@ from tests.fixtures.streams import WorkerStream
 OpenStream = Callable[..., WorkerStream]
 JOBS = 1000
 # The loops must not add commits of their own while we count.
-QUIET = {"poll_seconds": 30, "watchdog_seconds": 30, "prune_seconds": 600}
+QUIET = {
+    "poll_seconds": 30,
+    "watchdog_seconds": 30,
+    "prune_seconds": 600,
+    "vacuum_seconds": 0,
+}
 
 
 def insert_pending_jobs(db_url: str, count: int) -> None:

@@ -10,7 +10,7 @@ import psycopg2
 import pytest
 import yoyo
 
-from pulsed import dispatch, jobs, loops, outcomes, submits
+from pulsed import dispatch, jobs, loops, notifications, outcomes, submits
 from pulsed.migrate import migrations_path
 from tests.fixtures.databases import Sql
 from tests.fixtures.servers import PulsedProcess
@@ -119,8 +119,8 @@ STATEMENTS: dict[str, tuple[str, dict[str, Any]]] = {
         },
     ),
     "submits.SELECT_EXISTING": (submits.SELECT_EXISTING, {"ids": [_ID]}),
-    "submits.NOTIFY_TOPICS": (
-        submits.NOTIFY_TOPICS,
+    "notifications.ANNOUNCE": (
+        notifications.ANNOUNCE,
         {"channel": submits.NOTIFY_CHANNEL_PENDING, "topics": ["t"]},
     ),
     "dispatch.CLAIM_JOBS": (
@@ -169,6 +169,7 @@ STATEMENTS: dict[str, tuple[str, dict[str, Any]]] = {
         loops.PRUNE_FINISHED,
         {"retention_seconds": 60.0, "limit": 10},
     ),
+    "loops.JOBS_TABLE_CHURN": (loops.JOBS_TABLE_CHURN, {}),
 }
 
 

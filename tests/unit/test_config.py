@@ -27,6 +27,7 @@ KNOBS: dict[str, tuple[str, str, object, str]] = {
     "flush_ms": ("PULSE_FLUSH_MS", "5", 5.0, "1001"),
     "claim_linger_ms": ("PULSE_CLAIM_LINGER_MS", "3", 3.0, "1001"),
     "vacuum_seconds": ("PULSE_VACUUM_SECONDS", "7", 7.0, "-1"),
+    "notify_coalesce_ms": ("PULSE_NOTIFY_COALESCE_MS", "4", 4.0, "1001"),
     "flush_batch": ("PULSE_FLUSH_BATCH", "200", 200, "0"),
     "shutdown_grace_seconds": ("PULSE_SHUTDOWN_GRACE_SECONDS", "3", 3.0, "-1"),
 }

@@ -1,0 +1,74 @@
+"""A result or claim racing another update of the same row.
+
+Regression: the result statement once updated the rows it had locked by
+``ctid``. When a heartbeat committed a newer version of the row between the
+statement's snapshot and its lock, that version was invisible to the
+statement's own update, and a valid result was refused (the job then sat
+running until its lease lapsed).
+"""
+
+from __future__ import annotations
+
+import threading
+import uuid
+
+import psycopg2
+
+from pulsed import outcomes
+from pulsed.config import Config
+from pulsed.database import Database
+from tests.fixtures.databases import Sql
+
+CONFIG = Config()
+
+
+def _insert_running_job(sql: Sql, job_id: uuid.UUID) -> None:
+    sql.execute(
+        "INSERT INTO jobs (id, topic, status, attempt, max_attempts, worker_id,"
+        " started_at, lease_expires_at)"
+        " VALUES (%s, 't', 'running', 1, 3, 'w', now(), now() + interval '30 s')",
+        (job_id,),
+    )
+
+
+def test_a_result_waiting_on_a_heartbeats_row_lock_is_applied_after_it(
+    db: Database, db_url: str, sql: Sql
+) -> None:
+    job_id = uuid.uuid4()
+    _insert_running_job(sql, job_id)
+    holder = psycopg2.connect(db_url)
+    try:
+        # Given a heartbeat holding the row's lock, uncommitted...
+        with holder.cursor() as cur:
+            cur.execute(
+                "UPDATE jobs SET lease_expires_at = now() + interval '60 s'"
+                " WHERE id = %s",
+                (job_id,),
+            )
+        acks: list[outcomes.Ack] = []
+
+        def report() -> None:
+            with db.transaction() as cur:
+                acks.extend(
+                    outcomes.apply_results(
+                        cur,
+                        [outcomes.Report(job_id, 1, "w", 1, "", 0)],
+                        CONFIG,
+                    )
+                )
+
+        # ...when the result arrives it waits on that lock...
+        reporter = threading.Thread(target=report)
+        reporter.start()
+        reporter.join(0.5)
+        assert reporter.is_alive(), "the result should wait for the row lock"
+        # ...and once the heartbeat commits, the result is applied.
+        holder.commit()
+        reporter.join(10)
+    finally:
+        holder.close()
+
+    assert acks == [outcomes.Ack(accepted=True, status="completed")]
+    assert sql.all("SELECT status, attempt FROM jobs WHERE id = %s", (job_id,)) == [
+        ("completed", 1)
+    ]
