@@ -78,9 +78,16 @@ class Prepared:
         cur.execute(self.execute_sql, params)
 
 
-# For hot statements whose right plan is always an index (or TID) scan:
-# keeps a planner with stale statistics from choosing a full scan.
-INDEX_ONLY_PLANS = "SET LOCAL enable_bitmapscan = off; SET LOCAL enable_seqscan = off; "
+# For hot statements that touch a batch of rows by key: their right plan is
+# always a nested loop of index lookups, whatever the statistics say. Without
+# this, stale statistics led to a bitmap scan of the whole backlog, and fresh
+# ones to a hash join over every entry (live and dead) of the lease index.
+# Disabled paths cost 1e10, which would also trip the JIT threshold: off.
+INDEX_ONLY_PLANS = (
+    "SET LOCAL enable_bitmapscan = off; SET LOCAL enable_seqscan = off; "
+    "SET LOCAL enable_hashjoin = off; SET LOCAL enable_mergejoin = off; "
+    "SET LOCAL jit = off; "
+)
 
 _PARAMETER = re.compile(r"%\((\w+)\)s")
 

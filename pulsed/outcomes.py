@@ -4,6 +4,14 @@ Every statement here is fenced by ``status = 'running'`` and the attempt
 (and, for reports from a worker, the worker id): a report from an attempt
 that lost its lease matches no row, so it can never overwrite the outcome
 of a newer attempt.
+
+The statements that find their rows by id write the fence as
+``(j.status = 'running') IS TRUE``: the same test, but one that no index
+can serve. Plain ``status = 'running'`` invites the planner, whenever its
+statistics say few jobs run (they are a snapshot of a table that changes
+by the thousand each second), to drive the query from an index on status
+and scan every running and dead entry in it instead of looking up a batch
+of ids; measured mid-drain, that turned a 5 ms result flush into 1.7 s.
 """
 
 from __future__ import annotations
@@ -56,7 +64,7 @@ UPDATE jobs AS j SET
     last_error = coalesce(d.error, j.last_error),
     lease_expires_at = NULL
 FROM decided AS d
-WHERE j.id = d.id AND j.attempt = d.attempt AND j.status = 'running'
+WHERE j.id = d.id AND j.attempt = d.attempt AND (j.status = 'running') IS TRUE
 RETURNING j.id, j.attempt, j.status
 """
 
@@ -77,7 +85,7 @@ WITH e AS (
     + """ AS next_status
     FROM e JOIN jobs AS j
       ON j.id = e.id AND j.attempt = e.attempt AND j.worker_id = e.worker_id
-         AND j.status = 'running'
+         AND (j.status = 'running') IS TRUE
     FOR UPDATE OF j
 )"""
     + _END_ATTEMPT
@@ -126,7 +134,7 @@ UPDATE jobs AS j SET
 FROM unnest(%(ids)s::uuid[], %(attempts)s::int[], %(worker_ids)s::text[])
      AS h(id, attempt, worker_id)
 WHERE j.id = h.id AND j.attempt = h.attempt AND j.worker_id = h.worker_id
-  AND j.status = 'running' AND j.lease_expires_at >= now()
+  AND (j.status = 'running') IS TRUE AND j.lease_expires_at >= now()
 RETURNING j.id, j.attempt, j.cancel_requested_at IS NOT NULL
 """
 
