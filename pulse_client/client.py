@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime
 import logging
+import math
 import os
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any, TypeVar
@@ -15,7 +16,14 @@ from pulse_client.connection import DEFAULT_TIMEOUT_SECONDS, Connection, parse_a
 from pulse_client.errors import InvalidArgument, PulseError, error_class
 from pulse_client.handlers import Handler, encode_payload, make_handler
 from pulse_client.ids import new_job_id
-from pulse_client.limits import validate_topic
+from pulse_client.limits import (
+    MAX_ATTEMPTS_LIMIT,
+    MAX_DELAY_MS,
+    MAX_PAGE_SIZE,
+    MAX_PRIORITY,
+    MAX_TIMEOUT_MS,
+    validate_topic,
+)
 from pulse_client.models import Job, JobPage, JobStatus, NewJob, Stats, status_to_proto
 from pulse_client.submitter import Submitter
 from pulse_client.worker import Runtime, default_worker_id
@@ -259,6 +267,7 @@ class Pulse:
         page_token: str = "",
     ) -> JobPage:
         """One page of jobs, newest first, filtered by status and topic."""
+        _check_int("limit", limit, 1, MAX_PAGE_SIZE)
         if status is None:
             statuses = []
         elif isinstance(status, str):
@@ -319,22 +328,24 @@ class Pulse:
 
 
 def _spec(job: NewJob) -> pb.JobSpec:
+    """The wire form of a job; every value checked here, so that a bad one is
+    an InvalidArgument naming it, never a protobuf error."""
     if job.delay is not None and job.run_at is not None:
         raise InvalidArgument("give delay or run_at, not both")
-    if job.max_attempts is not None and job.max_attempts < 1:
-        raise InvalidArgument(
-            f"max_attempts must be at least 1, got {job.max_attempts}"
-        )
+    validate_topic(job.topic)
+    _check_int("priority", job.priority, -MAX_PRIORITY, MAX_PRIORITY)
+    if job.max_attempts is not None:
+        _check_int("max_attempts", job.max_attempts, 1, MAX_ATTEMPTS_LIMIT)
     spec = pb.JobSpec(
         id=job.job_id or new_job_id(),
         topic=job.topic,
         payload=encode_payload(job.args),
         priority=job.priority,
         max_attempts=job.max_attempts or 0,
-        timeout_ms=_milliseconds(job.timeout, "timeout"),
+        timeout_ms=_milliseconds(job.timeout, "timeout", MAX_TIMEOUT_MS),
     )
     if job.delay is not None:
-        spec.delay_ms = _milliseconds(job.delay, "delay")
+        spec.delay_ms = _milliseconds(job.delay, "delay", MAX_DELAY_MS)
     if job.run_at is not None:
         if job.run_at.tzinfo is None:
             raise InvalidArgument(
@@ -347,12 +358,27 @@ def _spec(job: NewJob) -> pb.JobSpec:
     return spec
 
 
-def _milliseconds(value: datetime.timedelta | float | None, name: str) -> int:
+def _check_int(name: str, value: object, low: int, high: int) -> None:
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, int)
+        or not low <= value <= high
+    ):
+        raise InvalidArgument(f"{name} {value!r} is out of range {low}..{high}")
+
+
+def _milliseconds(
+    value: datetime.timedelta | float | None, name: str, maximum_ms: int
+) -> int:
     if value is None:
         return 0
     seconds = value.total_seconds() if isinstance(value, datetime.timedelta) else value
-    if seconds < 0:
-        raise InvalidArgument(f"{name} must not be negative, got {seconds}s")
+    if not isinstance(seconds, int | float) or not math.isfinite(seconds):
+        raise InvalidArgument(f"{name} {value!r} is not a finite number of seconds")
+    if not 0 <= seconds * 1000 <= maximum_ms:
+        raise InvalidArgument(
+            f"{name} of {seconds:g}s is out of range 0..{maximum_ms // 1000}s"
+        )
     return round(seconds * 1000)
 
 

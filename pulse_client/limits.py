@@ -9,6 +9,10 @@ from pulse_client.errors import InvalidArgument
 TOPIC_PATTERN = re.compile(r"[A-Za-z0-9._:-]{1,200}")
 MAX_PRIORITY = 1000
 MAX_ATTEMPTS_LIMIT = 1000
+# Far enough for any real delay, near enough to stay inside timestamptz.
+MAX_DELAY_MS = 100 * 365 * 24 * 3600 * 1000
+MAX_TIMEOUT_MS = 365 * 24 * 3600 * 1000
+MAX_PAGE_SIZE = 1000
 
 
 def validate_topic(topic: str) -> str:

@@ -91,6 +91,7 @@ class Runtime:
         self._drained = threading.Event()
         self._returned = threading.Event()
         self._lease_seconds = 30.0
+        self._lease_known = threading.Event()
         self._started = False
 
     # -- public --------------------------------------------------------------
@@ -231,6 +232,7 @@ class Runtime:
             for message in self._call:
                 if message.lease_ms:
                     self._lease_seconds = message.lease_ms / 1000
+                    self._lease_known.set()
                     log.info(
                         "worker.connected worker_id=%s addr=%s",
                         self.worker_id,
@@ -394,6 +396,12 @@ class Runtime:
     # -- heartbeats ------------------------------------------------------------
 
     def _heartbeat_loop(self) -> None:
+        # The interval follows from the server's lease, which the stream
+        # tells after hello: until then there is nothing to time it by (and
+        # nothing is held yet).
+        while not self._lease_known.wait(0.05):
+            if self._drained.is_set():
+                return
         while not self._drained.is_set():
             interval = self._heartbeat_seconds or max(0.05, self._lease_seconds / 3)
             if self._drained.wait(interval):

@@ -100,6 +100,9 @@ class Dispatcher:
         self._capacity: dict[Receiver, int] = {}
         self._credited_at: dict[Receiver, float] = {}
         self._idle_groups: set[frozenset[str]] = set()
+        # Counts wake-ups, so that a claim that started before one cannot
+        # mark its group idle after it (its snapshot missed the new work).
+        self._wakes = 0
         self._stopping = False
         self._next_poll = 0.0
         self._rotation = itertools.count()
@@ -154,6 +157,7 @@ class Dispatcher:
     def wake(self, topics: Iterable[str] | None = None) -> None:
         """New pending work for ``topics`` (None: possibly any topic)."""
         with self._cond:
+            self._wakes += 1
             if topics is None:
                 self._idle_groups.clear()
             else:
@@ -226,6 +230,7 @@ class Dispatcher:
         # Interleave the streams' slots so that a short claim is shared out
         # instead of filling the first stream; rotate who goes first.
         with self._cond:
+            wakes_before = self._wakes
             start = next(self._rotation) % len(receivers)
             ordered = receivers[start:] + receivers[:start]
             budget = [min(r.credits, self._config.claim_batch) for r in ordered]
@@ -256,7 +261,7 @@ class Dispatcher:
         for row in rows:
             by_receiver.setdefault(row[0], []).append(_assignment(row))
         with self._cond:
-            if len(rows) < len(slots):
+            if len(rows) < len(slots) and self._wakes == wakes_before:
                 self._idle_groups.add(group)
             now = time.monotonic()
             for index, assignments in by_receiver.items():

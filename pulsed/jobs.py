@@ -11,6 +11,7 @@ from google.protobuf import timestamp_pb2
 
 from pulse_client._proto.pulse.v1 import pulse_pb2 as pb
 from pulse_client.errors import InvalidArgument, InvalidState, JobNotFound
+from pulse_client.limits import MAX_PAGE_SIZE
 from pulsed.database import Cursor
 from pulsed.submits import NOTIFY_CHANNEL_PENDING, parse_job_id
 
@@ -71,7 +72,6 @@ SELECT {JOB_COLUMNS}, extract(epoch FROM now() - run_at)
 FROM jobs WHERE status = 'pending' ORDER BY run_at LIMIT 1
 """
 
-MAX_PAGE_SIZE = 1000
 DEFAULT_PAGE_SIZE = 100
 
 

@@ -30,6 +30,9 @@ log = logging.getLogger(__name__)
 
 MAX_WORKER_ID_CHARS = 200
 MAX_TOPICS_PER_STREAM = 100
+# Far below gRPC's message limit, so that a claim of many large payloads
+# never makes a message a worker cannot receive.
+MAX_ASSIGNMENT_MESSAGE_BYTES = 4 * 1024 * 1024
 
 
 class StreamSession:
@@ -54,7 +57,19 @@ class StreamSession:
         return True
 
     def deliver(self, assignments: list[pb.Assignment]) -> bool:
-        return self.send(pb.ServerMessage(assignments=assignments))
+        """Queue assignments, in messages of at most about
+        ``MAX_ASSIGNMENT_MESSAGE_BYTES`` (one job per message if larger)."""
+        batch: list[pb.Assignment] = []
+        size = 0
+        for assignment in assignments:
+            assignment_bytes = assignment.ByteSize()
+            if batch and size + assignment_bytes > MAX_ASSIGNMENT_MESSAGE_BYTES:
+                if not self.send(pb.ServerMessage(assignments=batch)):
+                    return False
+                batch, size = [], 0
+            batch.append(assignment)
+            size += assignment_bytes
+        return self.send(pb.ServerMessage(assignments=batch)) if batch else True
 
     def close(self, error: PulseError | None = None) -> None:
         if self._closed.is_set():

@@ -18,13 +18,15 @@ from google.protobuf import timestamp_pb2
 
 from pulse_client._proto.pulse.v1 import pulse_pb2 as pb
 from pulse_client.errors import InvalidArgument, JobConflict, PulseError
-from pulse_client.limits import MAX_ATTEMPTS_LIMIT, MAX_PRIORITY, validate_topic
+from pulse_client.limits import (
+    MAX_ATTEMPTS_LIMIT,
+    MAX_DELAY_MS,
+    MAX_PRIORITY,
+    MAX_TIMEOUT_MS,
+    validate_topic,
+)
 from pulsed.config import Config
 from pulsed.database import Cursor, Prepared
-
-# Far enough for any real schedule, near enough to stay inside timestamptz.
-MAX_DELAY_MS = 100 * 365 * 24 * 3600 * 1000
-MAX_TIMEOUT_MS = 365 * 24 * 3600 * 1000
 
 NOTIFY_CHANNEL_PENDING = "pulse_pending"
 NOTIFY_CHANNEL_DUE = "pulse_due"

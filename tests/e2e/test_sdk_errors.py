@@ -143,7 +143,7 @@ def test_enqueue_many_with_one_job_id_for_two_payloads_refuses_the_second(
             {"priority": 5000},
             "priority 5000 is out of range -1000..1000",
         ),
-        ("bad.attempts", {"max_attempts": 0}, "max_attempts must be at least 1, got 0"),
+        ("bad.attempts", {"max_attempts": 0}, "max_attempts 0 is out of range 1..1000"),
         (
             "bad.attempts",
             {"max_attempts": 2000},
@@ -275,7 +275,7 @@ def test_a_closed_client_raises_client_closed(
         # InvalidArgument for the whole batch and stored none of it.
         (
             NewJob("batch.nobody", {"n": 1}, max_attempts=0),
-            "max_attempts must be at least 1, got 0",
+            "max_attempts 0 is out of range 1..1000",
         ),
         (
             NewJob("batch.nobody", {"n": {1, 2}}),
