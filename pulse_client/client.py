@@ -6,6 +6,7 @@ import datetime
 import logging
 import math
 import os
+import threading
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any, TypeVar
 
@@ -22,6 +23,7 @@ from pulse_client.limits import (
     MAX_PAGE_SIZE,
     MAX_PRIORITY,
     MAX_TIMEOUT_MS,
+    MAX_TOPICS_PER_WORKER,
     validate_topic,
 )
 from pulse_client.models import Job, JobPage, JobStatus, NewJob, Stats, status_to_proto
@@ -101,6 +103,8 @@ class Pulse:
         self.grace_seconds = grace_seconds
         self._heartbeat_seconds = heartbeat_seconds
         self._runtime: Runtime | None = None
+        self._run_lock = threading.Lock()
+        self._stop_requested = False
         self._submitter = Submitter(self._submit_jobs)
 
     # -- lifecycle ---------------------------------------------------------
@@ -128,6 +132,11 @@ class Pulse:
     def register(self, topic: str, fn: Callable[..., Any]) -> None:
         """Run ``fn`` for jobs of ``topic`` (see ``handler`` for its shape)."""
         validate_topic(topic)
+        if len(self._handlers) >= MAX_TOPICS_PER_WORKER:
+            raise InvalidArgument(
+                f"a worker serves at most {MAX_TOPICS_PER_WORKER} topics; "
+                f"{topic!r} would be one more (split them over several Pulse objects)"
+            )
         if topic in self._handlers:
             raise InvalidArgument(
                 f"a handler for topic {topic!r} is already registered"
@@ -163,20 +172,32 @@ class Pulse:
         Blocks. On stop it takes no new work, lets running handlers finish
         within the grace period, reports their results and returns.
         """
-        self._runtime = Runtime(
-            self._connection,
-            dict(self._handlers),
-            concurrency=self.concurrency,
-            worker_id=self.worker_id,
-            grace_seconds=self.grace_seconds,
-            heartbeat_seconds=self._heartbeat_seconds,
-        )
-        self._runtime.run()
+        with self._run_lock:
+            if self._runtime is not None and not self._runtime.wait_stopped(0):
+                raise RuntimeError("Pulse.run() is already running on this client")
+            if self._stop_requested:
+                self._stop_requested = False
+                return
+            runtime = self._runtime = Runtime(
+                self._connection,
+                dict(self._handlers),
+                concurrency=self.concurrency,
+                worker_id=self.worker_id,
+                grace_seconds=self.grace_seconds,
+                heartbeat_seconds=self._heartbeat_seconds,
+            )
+        runtime.run()
 
     def stop(self) -> None:
-        """Ask ``run()`` to drain and return. Safe from any thread."""
-        if self._runtime is not None:
-            self._runtime.stop()
+        """Ask ``run()`` to drain and return. Safe from any thread and from a
+        signal handler; called before ``run()``, it makes ``run()`` return at
+        once."""
+        with self._run_lock:
+            runtime = self._runtime
+            if runtime is None or runtime.wait_stopped(0):
+                self._stop_requested = True
+                return
+        runtime.stop()
 
     # -- submitting ----------------------------------------------------------
 
@@ -200,11 +221,20 @@ class Pulse:
         calling again with the same ``job_id`` never creates a second job.
         Concurrent calls from several threads share SubmitJobs calls and
         commits; each still returns only after its own job is committed.
+        A PulseError raised here carries the job's id as ``job_id``: after
+        a timeout or a lost connection the job may exist, and enqueueing
+        again with ``job_id=exc.job_id`` can never make a second one.
         """
         spec = _spec(
             NewJob(topic, args, priority, delay, run_at, max_attempts, job_id, timeout)
         )
-        return self._submitter.submit(spec).job_id
+        try:
+            return self._submitter.submit(spec).job_id
+        except PulseError as exc:
+            # The job may have been committed before the error (a deadline
+            # or a lost connection): retrying with this id is safe.
+            exc.job_id = spec.id
+            raise
 
     def _submit_jobs(self, specs: list[pb.JobSpec]) -> list[pb.SubmitResult]:
         response = self._connection.call(

@@ -17,6 +17,8 @@ class PulseError(Exception):
 
     code = "internal"
     status = grpc.StatusCode.INTERNAL
+    # Set by Pulse.enqueue: the id of the job the failed call submitted.
+    job_id: str | None = None
 
 
 class InvalidArgument(PulseError):

@@ -17,13 +17,16 @@ from pulse_client._proto.pulse.v1 import pulse_pb2 as pb
 from pulse_client.errors import PulseError, error_class
 
 _MAX_BATCH_JOBS = 500
+# Far below gRPC's 64 MiB message limit, like enqueue_many's chunks.
+_MAX_BATCH_BYTES = 16 * 1024 * 1024
 
 
 class _Pending:
-    __slots__ = ("error", "event", "lead", "result", "spec")
+    __slots__ = ("error", "event", "lead", "result", "size", "spec")
 
     def __init__(self, spec: pb.JobSpec) -> None:
         self.spec = spec
+        self.size = spec.ByteSize()
         self.event = threading.Event()
         self.lead = False
         self.result: pb.SubmitResult | None = None
@@ -65,8 +68,14 @@ class Submitter:
             # The leader's job is at the head of the queue, so the first batch
             # carries it.
             with self._lock:
-                batch = self._queue[:_MAX_BATCH_JOBS]
-                del self._queue[:_MAX_BATCH_JOBS]
+                taken = size = 0
+                for pending in self._queue[:_MAX_BATCH_JOBS]:
+                    size += pending.size
+                    if taken and size > _MAX_BATCH_BYTES:
+                        break
+                    taken += 1
+                batch = self._queue[:taken]
+                del self._queue[:taken]
             self._flush(batch)
         finally:
             with self._lock:

@@ -90,6 +90,8 @@ class Runtime:
         self._draining = threading.Event()
         self._drained = threading.Event()
         self._returned = threading.Event()
+        # Set by a second signal: skip the rest of the grace period.
+        self._hurry = threading.Event()
         self._lease_seconds = 30.0
         self._lease_known = threading.Event()
         self._started = False
@@ -104,16 +106,16 @@ class Runtime:
             self._send(pb.WorkerMessage(draining=True))
 
     def wait_stopped(self, timeout_seconds: float) -> bool:
-        """Wait for ``run()`` to return; False if it is still running."""
-        return not self._started or self._returned.wait(timeout_seconds)
+        """Wait for ``run()`` to return; False if it has not returned yet
+        (a runtime is made to run once, right after it is created)."""
+        return self._returned.wait(timeout_seconds)
 
     def run(self) -> None:
         if self._started:
-            raise RuntimeError(
-                "Pulse.run() is already running (or has run) on this client"
-            )
+            raise RuntimeError("a worker runtime runs once; make a new one")
         self._started = True
         if not self._handlers:
+            self._returned.set()
             raise InvalidArgument(
                 "no handlers registered; call register() or @handler first"
             )
@@ -191,7 +193,7 @@ class Runtime:
             if idle:
                 break
             now = time.monotonic()
-            if now >= deadline:
+            if now >= deadline or (self._hurry.is_set() and not abandoned):
                 if abandoned:
                     break
                 # Hand back what still runs, and give the reports a moment
@@ -428,10 +430,11 @@ class Runtime:
         def on_signal(signum: int, frame: object) -> None:
             if self._draining.is_set():
                 log.warning(
-                    "worker.signal_again signal=%s: exiting now",
+                    "worker.signal_again signal=%s: handing back running jobs now",
                     signal.Signals(signum).name,
                 )
-                raise KeyboardInterrupt
+                self._hurry.set()
+                return
             log.info("worker.signal signal=%s", signal.Signals(signum).name)
             self.stop()
 

@@ -9,6 +9,9 @@ from collections.abc import Callable, Mapping
 from typing import TypeVar
 from urllib.parse import quote
 
+import psycopg2
+import psycopg2.extensions
+
 from pulse_client.errors import PulseError
 
 
@@ -28,8 +31,10 @@ class Config:
     # Database: DB_URL (postgresql://user:password@host:port/dbname) wins;
     # otherwise DB_HOST, DB_PORT, DB_NAME, DB_USER, DB_PASSWORD.
     db_dsn: str = "postgresql://postgres@127.0.0.1:5432/pulse"
-    # PULSE_GRPC_ADDR
+    # PULSE_GRPC_ADDR: host:port to listen on (port 0: any free port)
     grpc_addr: str = "127.0.0.1:50051"
+    # PULSE_LOG_LEVEL
+    log_level: str = "INFO"
     # PULSE_DB_POOL_SIZE: connections shared by RPCs and background loops
     # (the LISTEN connection comes on top).
     db_pool_size: int = 10
@@ -37,6 +42,9 @@ class Config:
     db_connect_timeout_seconds: int = 5
     # PULSE_MAX_STREAMS: open worker streams; more get RESOURCE_EXHAUSTED.
     max_streams: int = 200
+    # PULSE_HELLO_TIMEOUT_SECONDS: a stream that sends no hello within this
+    # long is cancelled, so silent connections cannot hold stream slots.
+    hello_timeout_seconds: float = 10.0
     # PULSE_RPC_THREADS: threads for unary RPCs, beside one per stream.
     rpc_threads: int = 16
     # PULSE_LEASE_SECONDS
@@ -86,12 +94,16 @@ class Config:
         reader = _Reader(env)
         return cls(
             db_dsn=_dsn_from_env(env),
-            grpc_addr=env.get("PULSE_GRPC_ADDR", cls.grpc_addr),
+            grpc_addr=_grpc_addr(env.get("PULSE_GRPC_ADDR", cls.grpc_addr)),
+            log_level=_log_level(env.get("PULSE_LOG_LEVEL", cls.log_level)),
             db_pool_size=reader.number("PULSE_DB_POOL_SIZE", int, cls.db_pool_size, 1),
             db_connect_timeout_seconds=reader.number(
                 "PULSE_DB_CONNECT_TIMEOUT_SECONDS", int, 5, 1
             ),
             max_streams=reader.number("PULSE_MAX_STREAMS", int, cls.max_streams, 1),
+            hello_timeout_seconds=reader.number(
+                "PULSE_HELLO_TIMEOUT_SECONDS", float, cls.hello_timeout_seconds, 0.01
+            ),
             rpc_threads=reader.number("PULSE_RPC_THREADS", int, cls.rpc_threads, 1),
             lease_seconds=reader.number(
                 "PULSE_LEASE_SECONDS", float, cls.lease_seconds, 0.1
@@ -106,7 +118,7 @@ class Config:
                 "PULSE_BACKOFF_BASE_SECONDS", float, cls.backoff_base_seconds, 0
             ),
             max_payload_bytes=reader.number(
-                "PULSE_MAX_PAYLOAD_BYTES", int, cls.max_payload_bytes, 0, 64 << 20
+                "PULSE_MAX_PAYLOAD_BYTES", int, cls.max_payload_bytes, 0, 32 << 20
             ),
             retention_seconds=reader.number(
                 "PULSE_RETENTION_SECONDS", float, cls.retention_seconds, 0
@@ -174,8 +186,39 @@ class _Reader:
         return value
 
 
+_LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
+
+
+def _grpc_addr(raw: str) -> str:
+    host, _, port = raw.strip().rpartition(":")
+    if not host or not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise ConfigError(
+            f"PULSE_GRPC_ADDR={raw!r} is not HOST:PORT with a port from 0 to 65535 "
+            "(for example 127.0.0.1:50051 or [::]:50051)"
+        )
+    return raw.strip()
+
+
+def _log_level(raw: str) -> str:
+    level = raw.strip().upper()
+    if level not in _LOG_LEVELS:
+        raise ConfigError(
+            f"PULSE_LOG_LEVEL={raw!r} is not a log level; use one of "
+            + ", ".join(_LOG_LEVELS)
+        )
+    return level
+
+
 def _dsn_from_env(env: Mapping[str, str]) -> str:
     if env.get("DB_URL"):
+        try:
+            psycopg2.extensions.parse_dsn(env["DB_URL"])
+        except psycopg2.ProgrammingError as exc:
+            reason = str(exc).strip().splitlines()[0]
+            raise ConfigError(
+                "DB_URL is not a PostgreSQL connection string "
+                f"(postgresql://user:password@host:port/dbname): {reason}"
+            ) from None
         return env["DB_URL"]
     user = quote(env.get("DB_USER", "postgres"), safe="")
     password = env.get("DB_PASSWORD")

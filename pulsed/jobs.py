@@ -215,8 +215,12 @@ def _encode_page_token(created_at: datetime.datetime, job_id: uuid.UUID) -> str:
 def _decode_page_token(token: str) -> tuple[datetime.datetime, uuid.UUID]:
     try:
         created, job_id = base64.urlsafe_b64decode(token.encode()).decode().split("|")
-        return datetime.datetime.fromisoformat(created), uuid.UUID(job_id)
-    except (ValueError, UnicodeError):
+        moment = datetime.datetime.fromisoformat(created)
+        if moment.tzinfo is None:
+            raise ValueError("no time zone")
+        # Normalised to UTC, so that no offset can carry it out of range.
+        return moment.astimezone(datetime.UTC), uuid.UUID(job_id)
+    except (ValueError, UnicodeError, OverflowError):
         raise InvalidArgument(f"page_token {token[:60]!r} is not valid") from None
 
 

@@ -1,4 +1,24 @@
-"""pulsed: wiring, start-up and graceful shutdown."""
+"""pulsed: the pulse server.
+
+Usage:
+  pulsed
+  pulsed (-h | --help)
+
+pulsed takes its settings from the environment, applies its database
+migrations and serves pulse.v1 over gRPC until SIGTERM or SIGINT, which
+drain it: no new calls, open streams end (their workers reconnect to
+another replica), running calls get PULSE_SHUTDOWN_GRACE_SECONDS.
+
+Environment:
+  DB_URL                 postgresql://user:password@host:port/dbname; or
+                         DB_HOST, DB_PORT, DB_NAME, DB_USER, DB_PASSWORD
+                         [default: postgresql://postgres@127.0.0.1:5432/pulse]
+  PULSE_GRPC_ADDR        host:port to listen on [default: 127.0.0.1:50051]
+  PULSE_LOG_LEVEL        DEBUG, INFO, WARNING or ERROR [default: INFO]
+  PULSE_*                tuning knobs: pool size, stream limit, lease,
+                         backoff, payload limit, retention, polls; see the
+                         configuration table in README.md.
+"""
 
 from __future__ import annotations
 
@@ -11,6 +31,7 @@ from concurrent import futures
 from types import FrameType
 
 import grpc
+from docopt import DocoptExit, docopt
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
@@ -146,14 +167,22 @@ class Server:
         self.grpc_server.wait_for_termination()
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     """Entry point of the ``pulsed`` command."""
-    logging.basicConfig(
-        level=os.environ.get("PULSE_LOG_LEVEL", "INFO").upper(),
-        format="%(asctime)s %(levelname)s %(name)s %(message)s",
-    )
+    try:
+        docopt(__doc__ or "", sys.argv[1:] if argv is None else argv)
+    except DocoptExit as exc:
+        print(exc, file=sys.stderr)
+        sys.exit(2)
     try:
         config = Config.from_env()
+    except ConfigError as exc:
+        print(f"pulsed: {exc}", file=sys.stderr)
+        sys.exit(2)
+    logging.basicConfig(
+        level=config.log_level, format="%(asctime)s %(levelname)s %(name)s %(message)s"
+    )
+    try:
         server = Server(config)
         server.start()
     except ConfigError as exc:

@@ -210,11 +210,19 @@ class PulseService(pulse_pb2_grpc.PulseServicer):
             )
         session = None
         try:
+            # A stream holds a thread and a slot: one that never says hello
+            # is cancelled instead of holding them forever.
+            silent = threading.Timer(self.config.hello_timeout_seconds, context.cancel)
+            silent.start()
             try:
                 first = next(request_iterator, None)
                 session = stream.open_session(first)
             except PulseError as exc:
                 abort_with(context, exc)
+            finally:
+                silent.cancel()
+            if not context.is_active():
+                return
             assert first is not None and session is not None
             with self._streams_lock:
                 self._sessions.add(session)

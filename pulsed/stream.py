@@ -19,7 +19,7 @@ import grpc
 
 from pulse_client._proto.pulse.v1 import pulse_pb2 as pb
 from pulse_client.errors import InvalidArgument, PulseError, Unavailable
-from pulse_client.limits import validate_topic
+from pulse_client.limits import MAX_TOPICS_PER_WORKER, validate_topic
 from pulsed import outcomes
 from pulsed.jobs import STATUS_TO_PROTO
 
@@ -29,7 +29,6 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 MAX_WORKER_ID_CHARS = 200
-MAX_TOPICS_PER_STREAM = 100
 # Far below gRPC's message limit, so that a claim of many large payloads
 # never makes a message a worker cannot receive.
 MAX_ASSIGNMENT_MESSAGE_BYTES = 4 * 1024 * 1024
@@ -103,9 +102,9 @@ def open_session(first: pb.WorkerMessage | None) -> StreamSession:
         )
     if not hello.topics:
         raise InvalidArgument("hello.topics must name at least one topic")
-    if len(hello.topics) > MAX_TOPICS_PER_STREAM:
+    if len(hello.topics) > MAX_TOPICS_PER_WORKER:
         raise InvalidArgument(
-            f"hello.topics names more than {MAX_TOPICS_PER_STREAM} topics"
+            f"hello.topics names more than {MAX_TOPICS_PER_WORKER} topics"
         )
     for topic in hello.topics:
         validate_topic(topic)

@@ -90,7 +90,9 @@ def test_a_malformed_db_url_is_named_without_a_traceback() -> None:
 def test_a_port_out_of_range_is_refused_naming_the_variable(
     db_url: str, port: str
 ) -> None:
-    code, _, err = run_pulsed({"DB_URL": db_url, "PULSE_GRPC_ADDR": f"127.0.0.1:{port}"})
+    code, _, err = run_pulsed(
+        {"DB_URL": db_url, "PULSE_GRPC_ADDR": f"127.0.0.1:{port}"}
+    )
 
     assert code == 2, f"pulsed did not refuse port {port}; stderr:\n{err}"
     assert f"PULSE_GRPC_ADDR='127.0.0.1:{port}'" in err

@@ -40,8 +40,15 @@ BAD_OPTIONS: list[dict[str, Any]] = [
     {"timeout": math.nan},
     {"timeout": math.inf},
 ]
-IDS = ["priority 2**40", "max_attempts 2**40", "delay inf", "delay nan",
-       "delay 1e20", "timeout nan", "timeout inf"]
+IDS = [
+    "priority 2**40",
+    "max_attempts 2**40",
+    "delay inf",
+    "delay nan",
+    "delay 1e20",
+    "timeout nan",
+    "timeout inf",
+]
 
 
 @pytest.mark.parametrize("options", BAD_OPTIONS, ids=IDS)

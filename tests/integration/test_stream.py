@@ -77,9 +77,9 @@ def test_a_second_hello_ends_the_stream_with_invalid_argument(
         pb.Hello(worker_id="w" * 201, topics=["t"], credits=1),
         pb.Hello(worker_id="w", topics=[], credits=1),
         pb.Hello(worker_id="w", topics=["bad topic"], credits=1),
-        pb.Hello(worker_id="w", topics=[f"t{i}" for i in range(101)], credits=1),
+        pb.Hello(worker_id="w", topics=[f"t{i}" for i in range(1001)], credits=1),
     ],
-    ids=["no worker id", "long worker id", "no topics", "bad topic", "101 topics"],
+    ids=["no worker id", "long worker id", "no topics", "bad topic", "1001 topics"],
 )
 def test_a_bad_hello_is_refused_with_invalid_argument(
     stub: pulse_pb2_grpc.PulseStub, open_stream: OpenStream, hello: pb.Hello

@@ -57,4 +57,3 @@ def test_a_second_concurrent_run_raises_and_stop_ends_the_first() -> None:
     finally:
         pulse.close()
         first.join(WAIT_SECONDS)
-

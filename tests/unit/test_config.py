@@ -18,7 +18,7 @@ KNOBS: dict[str, tuple[str, str, object, str]] = {
     "default_max_attempts": ("PULSE_DEFAULT_MAX_ATTEMPTS", "5", 5, "1001"),
     "backoff_ceiling_seconds": ("PULSE_BACKOFF_CEILING_SECONDS", "60", 60.0, "-1"),
     "backoff_base_seconds": ("PULSE_BACKOFF_BASE_SECONDS", "0.25", 0.25, "-0.5"),
-    "max_payload_bytes": ("PULSE_MAX_PAYLOAD_BYTES", "1024", 1024, str((64 << 20) + 1)),
+    "max_payload_bytes": ("PULSE_MAX_PAYLOAD_BYTES", "1024", 1024, str((32 << 20) + 1)),
     "retention_seconds": ("PULSE_RETENTION_SECONDS", "3600", 3600.0, "-1"),
     "poll_seconds": ("PULSE_POLL_SECONDS", "0.5", 0.5, "0.001"),
     "watchdog_seconds": ("PULSE_WATCHDOG_SECONDS", "0.2", 0.2, "0"),
@@ -27,6 +27,7 @@ KNOBS: dict[str, tuple[str, str, object, str]] = {
     "flush_ms": ("PULSE_FLUSH_MS", "5", 5.0, "1001"),
     "claim_linger_ms": ("PULSE_CLAIM_LINGER_MS", "3", 3.0, "1001"),
     "vacuum_seconds": ("PULSE_VACUUM_SECONDS", "7", 7.0, "-1"),
+    "hello_timeout_seconds": ("PULSE_HELLO_TIMEOUT_SECONDS", "2", 2.0, "0"),
     "notify_coalesce_ms": ("PULSE_NOTIFY_COALESCE_MS", "4", 4.0, "1001"),
     "flush_batch": ("PULSE_FLUSH_BATCH", "200", 200, "0"),
     "shutdown_grace_seconds": ("PULSE_SHUTDOWN_GRACE_SECONDS", "3", 3.0, "-1"),
@@ -42,7 +43,7 @@ FLOAT_KNOBS = [
 def test_every_config_field_has_a_variable_under_test() -> None:
     fields = {field.name for field in dataclasses.fields(Config)}
 
-    assert fields == set(KNOBS) | {"db_dsn", "grpc_addr"}
+    assert fields == set(KNOBS) | {"db_dsn", "grpc_addr", "log_level"}
 
 
 def test_an_empty_environment_gives_the_documented_defaults() -> None:
@@ -190,3 +191,9 @@ def test_db_host_alone_keeps_the_other_defaults() -> None:
     config = Config.from_env({"DB_HOST": "10.0.0.5"})
 
     assert config.db_dsn == "postgresql://postgres@10.0.0.5:5432/pulse"
+
+
+def test_the_log_level_is_read_and_a_bad_one_names_the_variable() -> None:
+    assert Config.from_env({"PULSE_LOG_LEVEL": "debug"}).log_level == "DEBUG"
+    with pytest.raises(ConfigError, match="PULSE_LOG_LEVEL='loud'"):
+        Config.from_env({"PULSE_LOG_LEVEL": "loud"})

@@ -71,3 +71,17 @@ def test_every_exception_the_sdk_exports_derives_from_pulse_error() -> None:
         "Unavailable",
     ]
     assert all(issubclass(error, pulse_client.PulseError) for error in errors)
+
+
+def test_a_worker_refuses_more_topics_than_a_stream_may_carry() -> None:
+    from pulse_client import InvalidArgument, Pulse
+    from pulse_client.limits import MAX_TOPICS_PER_WORKER
+
+    pulse = Pulse("127.0.0.1:1")
+    try:
+        for i in range(MAX_TOPICS_PER_WORKER):
+            pulse.register(f"t{i}", lambda args: None)
+        with pytest.raises(InvalidArgument, match="at most 1000 topics"):
+            pulse.register("one.more", lambda args: None)
+    finally:
+        pulse.close()
