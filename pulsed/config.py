@@ -77,7 +77,7 @@ class Config:
     flush_ms: float = 5.0
     # PULSE_NOTIFY_COALESCE_MS: at most one NOTIFY to the other replicas per
     # this interval; this replica's own streams wake at once.
-    notify_coalesce_ms: float = 2.0
+    notify_coalesce_ms: float = 10.0
     # PULSE_CLAIM_LINGER_MS: how long a busy stream with few free slots
     # waits for more to free up before the dispatcher claims for it. Idle
     # streams (a quarter or more of their slots free) never wait.
