@@ -74,14 +74,14 @@ class Config:
     # PULSE_FLUSH_MS: how long the result and heartbeat writers wait to fill
     # a batch (acknowledgements wait, new work does not). 0: each flush takes
     # whatever queued while the previous one ran. Submits never wait.
-    flush_ms: float = 5.0
+    flush_ms: float = 10.0
     # PULSE_NOTIFY_COALESCE_MS: at most one NOTIFY to the other replicas per
     # this interval; this replica's own streams wake at once.
     notify_coalesce_ms: float = 10.0
     # PULSE_CLAIM_LINGER_MS: how long a busy stream with few free slots
     # waits for more to free up before the dispatcher claims for it. Idle
     # streams (a quarter or more of their slots free) never wait.
-    claim_linger_ms: float = 5.0
+    claim_linger_ms: float = 10.0
     # PULSE_FLUSH_BATCH: most results or submits in one commit.
     flush_batch: int = 1000
     # PULSE_SHUTDOWN_GRACE_SECONDS: how long open streams get to finish.
