@@ -68,7 +68,12 @@ def make_writer() -> Iterator[Callable[..., GroupCommit[int, int]]]:
     def make(
         execute: Callable[[list[int]], list[int]], **options: float
     ) -> GroupCommit[int, int]:
-        writer: GroupCommit[int, int] = GroupCommit("test", execute, **options)  # type: ignore[arg-type]
+        writer: GroupCommit[int, int] = GroupCommit(
+            "test",
+            execute,
+            max_batch=int(options.get("max_batch", 1000)),
+            max_wait_seconds=float(options.get("max_wait_seconds", 0.0)),
+        )
         writer.start()
         writers.append(writer)
         return writer
