@@ -267,7 +267,8 @@ class Dispatcher:
             for index, assignments in by_receiver.items():
                 receiver = ordered[index]
                 receiver.credits = max(0, receiver.credits - len(assignments))
-                self._credited_at[receiver] = now
+                if receiver in self._capacity:  # not unregistered meanwhile
+                    self._credited_at[receiver] = now
         for index, assignments in by_receiver.items():
             receiver = ordered[index]
             if not receiver.deliver(assignments):
