@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import base64
 import threading
+import time
 from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
 import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from pulse_client._proto.pulse.v1 import pulse_pb2_grpc
 from pulse_client.errors import (
@@ -149,3 +151,30 @@ class Connection:
         if self._credentials is not None:
             return grpc.secure_channel(address, self._credentials, options=options)
         return grpc.insecure_channel(address, options=options)
+
+
+def wait_until_serving(
+    addr: str,
+    timeout_seconds: float,
+    alive: Callable[[], bool] = lambda: True,
+    *,
+    poll_seconds: float = 0.05,
+) -> bool:
+    """Poll the server's gRPC health service until it answers SERVING.
+
+    False when ``timeout_seconds`` pass or ``alive()`` (for example, "the
+    server process has not exited") turns false first.
+    """
+    deadline = time.monotonic() + timeout_seconds
+    with grpc.insecure_channel(addr) as channel:
+        health = health_pb2_grpc.HealthStub(channel)
+        while time.monotonic() < deadline and alive():
+            try:
+                reply = health.Check(health_pb2.HealthCheckRequest(), timeout=1)
+            except grpc.RpcError:
+                time.sleep(poll_seconds)
+                continue
+            if reply.status == health_pb2.HealthCheckResponse.SERVING:
+                return True
+            time.sleep(poll_seconds)
+    return False

@@ -28,13 +28,12 @@ import subprocess
 import sys
 import tempfile
 import threading
-import time
 from types import FrameType
 from typing import IO
 
 import demo_db
-import grpc
-from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from pulse_client.connection import wait_until_serving
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 DEFAULT_TOUR = ROOT / "examples" / "tour.py"
@@ -197,20 +196,12 @@ def start_pulsed(
 
 
 def _wait_until_serving(pulsed: subprocess.Popen[bytes], addr: str) -> None:
-    deadline = time.monotonic() + PULSED_START_TIMEOUT_SECONDS
-    with grpc.insecure_channel(addr) as channel:
-        health = health_pb2_grpc.HealthStub(channel)
-        while time.monotonic() < deadline:
-            if pulsed.poll() is not None:
-                raise DemoFailed(f"pulsed exited with code {pulsed.returncode}")
-            try:
-                reply = health.Check(health_pb2.HealthCheckRequest(), timeout=1.0)
-            except grpc.RpcError:
-                time.sleep(0.2)
-                continue
-            if reply.status == health_pb2.HealthCheckResponse.SERVING:
-                return
-            time.sleep(0.2)
+    if wait_until_serving(
+        addr, PULSED_START_TIMEOUT_SECONDS, lambda: pulsed.poll() is None
+    ):
+        return
+    if pulsed.poll() is not None:
+        raise DemoFailed(f"pulsed exited with code {pulsed.returncode}")
     raise DemoFailed(f"pulsed did not serve within {PULSED_START_TIMEOUT_SECONDS:.0f}s")
 
 

@@ -61,13 +61,12 @@ from multiprocessing.process import BaseProcess
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
-import grpc
 import psycopg2
 import psycopg2.extensions
 import psycopg2.sql
-from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from pulse_client import NewJob, Pulse
+from pulse_client.connection import wait_until_serving
 from pulsed.database import Database, Prepared
 from pulsed.dispatch import CLAIM_JOBS
 from pulsed.migrate import apply_migrations
@@ -390,26 +389,6 @@ def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
-
-
-def wait_until_serving(
-    addr: str, timeout_seconds: float, alive: Callable[[], bool]
-) -> bool:
-    deadline = time.monotonic() + timeout_seconds
-    with grpc.insecure_channel(addr) as channel:
-        health = health_pb2_grpc.HealthStub(channel)
-        while time.monotonic() < deadline and alive():
-            try:
-                reply = health.Check(
-                    health_pb2.HealthCheckRequest(service=""), timeout=1
-                )
-            except grpc.RpcError:
-                time.sleep(0.05)
-                continue
-            if reply.status == health_pb2.HealthCheckResponse.SERVING:
-                return True
-            time.sleep(0.05)
-    return False
 
 
 class ManagedServer:
