@@ -35,6 +35,13 @@ class JobNotFound(PulseError):
     status = grpc.StatusCode.NOT_FOUND
 
 
+class ScheduleNotFound(PulseError):
+    """No schedule has the given name."""
+
+    code = "schedule_not_found"
+    status = grpc.StatusCode.NOT_FOUND
+
+
 class JobConflict(PulseError):
     """A job with this id already exists with another topic or payload."""
 
@@ -97,6 +104,7 @@ _BY_CODE: dict[str, type[PulseError]] = {
         PulseError,
         InvalidArgument,
         JobNotFound,
+        ScheduleNotFound,
         JobConflict,
         InvalidState,
         Unavailable,

@@ -82,6 +82,13 @@ class Config:
     # waits for more to free up before the dispatcher claims for it. Idle
     # streams (a quarter or more of their slots free) never wait.
     claim_linger_ms: float = 10.0
+    # PULSE_GATE_POLL_SECONDS: how often each replica re-reads the dispatch
+    # pause (it also re-reads at once on NOTIFY). Only saves claims while
+    # paused: the claim statement itself checks the pause.
+    gate_poll_seconds: float = 0.5
+    # PULSE_SCHEDULER_POLL_SECONDS: the longest the scheduler sleeps; it
+    # wakes earlier for the next due occurrence it knows of.
+    scheduler_poll_seconds: float = 1.0
     # PULSE_FLUSH_BATCH: most results or submits in one commit.
     flush_batch: int = 1000
     # PULSE_SHUTDOWN_GRACE_SECONDS: how long open streams get to finish.
@@ -144,6 +151,16 @@ class Config:
             flush_ms=reader.number("PULSE_FLUSH_MS", float, cls.flush_ms, 0, 1000),
             notify_coalesce_ms=reader.number(
                 "PULSE_NOTIFY_COALESCE_MS", float, cls.notify_coalesce_ms, 0, 1000
+            ),
+            gate_poll_seconds=reader.number(
+                "PULSE_GATE_POLL_SECONDS", float, cls.gate_poll_seconds, 0.01, 60
+            ),
+            scheduler_poll_seconds=reader.number(
+                "PULSE_SCHEDULER_POLL_SECONDS",
+                float,
+                cls.scheduler_poll_seconds,
+                0.01,
+                3600,
             ),
             flush_batch=reader.number(
                 "PULSE_FLUSH_BATCH", int, cls.flush_batch, 1, 100000

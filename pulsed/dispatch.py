@@ -25,6 +25,7 @@ from pulse_client.errors import PulseError
 from pulsed.config import Config
 from pulsed.database import INDEX_ONLY_PLANS as _INDEX_ONLY_PLANS
 from pulsed.database import Database, Prepared
+from pulsed.gate import CLAIM_GATE_LOCK, blocks
 from pulsed.jobs import to_timestamp
 
 log = logging.getLogger(__name__)
@@ -33,13 +34,18 @@ log = logging.getLogger(__name__)
 # other claims hold; then the best of those across topics. Each topic reads
 # O(limit) entries of its partial index however deep any backlog is.
 CLAIM_JOBS = """
-WITH slots AS (
+WITH open_topics AS MATERIALIZED (
+    -- The dispatch pause: paused topics are never looked at.
+    SELECT topic FROM unnest(%(topics)s::text[]) AS t(topic)
+    WHERE NOT EXISTS (
+        SELECT 1 FROM dispatch_pauses AS p WHERE p.scope IN ('*', t.topic))
+), slots AS (
     SELECT slot, worker_id, n
     FROM unnest(%(slots)s::int[], %(worker_ids)s::text[]) WITH ORDINALITY
          AS s(slot, worker_id, n)
 ), picked AS (
     SELECT c.id, row_number() OVER (ORDER BY c.priority DESC, c.run_at, c.id) AS n
-    FROM unnest(%(topics)s::text[]) AS t(topic)
+    FROM open_topics AS t
     CROSS JOIN LATERAL (
         SELECT id, priority, run_at FROM jobs
         WHERE status = 'pending' AND jobs.topic = t.topic
@@ -70,7 +76,11 @@ RETURNING s.slot, j.id, j.topic, j.payload, j.attempt, j.max_attempts, j.priorit
 # minute, and a drain changes the table faster) the planner may take a
 # bitmap scan over every pending row of the topic and sort it: O(backlog).
 # The partial index already yields rows in dispatch order, so forbid that.
-_CLAIM_JOBS = Prepared("pulse_claim_jobs", CLAIM_JOBS, settings=_INDEX_ONLY_PLANS)
+# The shared gate lock goes first, so that a committed pause is always seen
+# (see pulsed.gate).
+_CLAIM_JOBS = Prepared(
+    "pulse_claim_jobs", CLAIM_JOBS, settings=_INDEX_ONLY_PLANS + CLAIM_GATE_LOCK
+)
 
 MAX_CREDITS_PER_STREAM = 10_000
 
@@ -100,6 +110,8 @@ class Dispatcher:
         self._capacity: dict[Receiver, int] = {}
         self._credited_at: dict[Receiver, float] = {}
         self._idle_groups: set[frozenset[str]] = set()
+        # The paused scopes as this replica last read them.
+        self._paused: frozenset[str] = frozenset()
         # Counts wake-ups, so that a claim that started before one cannot
         # mark its group idle after it (its snapshot missed the new work).
         self._wakes = 0
@@ -165,6 +177,17 @@ class Dispatcher:
                 self._idle_groups = {g for g in self._idle_groups if not g & wanted}
             self._cond.notify_all()
 
+    def set_paused(self, paused: frozenset[str]) -> None:
+        """The dispatch pause changed: skip groups it blocks, and retry
+        every group when something was resumed."""
+        with self._cond:
+            resumed = bool(self._paused - paused)
+            self._paused = paused
+            if resumed:
+                self._wakes += 1
+                self._idle_groups.clear()
+            self._cond.notify_all()
+
     def streams(self) -> int:
         with self._cond:
             return len(self._receivers)
@@ -202,7 +225,11 @@ class Dispatcher:
                 groups: dict[frozenset[str], list[Receiver]] = {}
                 wake_at = self._next_poll
                 for receiver in self._receivers:
-                    if receiver.credits == 0 or receiver.topics in self._idle_groups:
+                    if (
+                        receiver.credits == 0
+                        or receiver.topics in self._idle_groups
+                        or blocks(self._paused, receiver.topics)
+                    ):
                         continue
                     ready_at = self._ready_at(receiver)
                     if ready_at <= now:

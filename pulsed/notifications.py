@@ -19,21 +19,27 @@ from pulse_client.errors import PulseError
 from pulsed.database import Database
 from pulsed.submits import NOTIFY_CHANNEL_DUE, NOTIFY_CHANNEL_PENDING
 
+# The dispatch pause changed (see pulsed.gate).
+NOTIFY_CHANNEL_GATE = "pulse_gate"
+
 log = logging.getLogger(__name__)
 
 
 class Listener:
-    """Calls ``on_pending(topics)`` (None: all topics) and ``on_due()``."""
+    """Calls ``on_pending(topics)`` (None: all topics), ``on_due()`` and,
+    when the dispatch pause changed, ``on_gate()``."""
 
     def __init__(
         self,
         db: Database,
         on_pending: Callable[[set[str] | None], None],
         on_due: Callable[[], None],
+        on_gate: Callable[[], None] = lambda: None,
     ) -> None:
         self._db = db
         self._on_pending = on_pending
         self._on_due = on_due
+        self._on_gate = on_gate
         self._stop = threading.Event()
         self._thread = threading.Thread(
             target=self._run, name="pulse-listener", daemon=True
@@ -67,12 +73,14 @@ class Listener:
             conn.autocommit = True
             with conn.cursor() as cur:
                 cur.execute(
-                    f"LISTEN {NOTIFY_CHANNEL_PENDING}; LISTEN {NOTIFY_CHANNEL_DUE}"
+                    f"LISTEN {NOTIFY_CHANNEL_PENDING}; LISTEN {NOTIFY_CHANNEL_DUE}; "
+                    f"LISTEN {NOTIFY_CHANNEL_GATE}"
                 )
             self.connected.set()
             # Anything announced while we were not listening was missed.
             self._on_pending(None)
             self._on_due()
+            self._on_gate()
             log.info("listener.connected")
             while not self._stop.is_set():
                 readable, _, _ = select.select([conn], [], [], 0.5)
@@ -80,9 +88,12 @@ class Listener:
                     continue
                 conn.poll()
                 topics: set[str] = set()
-                due = False
+                due = gate = False
                 while conn.notifies:
                     note = conn.notifies.pop()
+                    if note.channel == NOTIFY_CHANNEL_GATE:
+                        gate = True  # from this replica too: one code path
+                        continue
                     if self._db.is_own_backend(note.pid):
                         continue  # this replica already woke itself
                     if note.channel == NOTIFY_CHANNEL_PENDING:
@@ -93,6 +104,8 @@ class Listener:
                     self._on_pending(topics)
                 if due:
                     self._on_due()
+                if gate:
+                    self._on_gate()
         finally:
             conn.close()
 

@@ -40,9 +40,11 @@ from pulse_client.errors import PulseError
 from pulsed.config import Config, ConfigError
 from pulsed.database import Database
 from pulsed.dispatch import Dispatcher
+from pulsed.gate import PauseGate
 from pulsed.loops import BackgroundLoop, Promoter, Pruner, Vacuumer, Watchdog
 from pulsed.migrate import apply_migrations
 from pulsed.notifications import Listener, Notifier
+from pulsed.schedules import Scheduler
 from pulsed.service import PulseService
 
 log = logging.getLogger(__name__)
@@ -67,14 +69,25 @@ class Server:
         self.dispatcher = Dispatcher(self.db, config)
         self.promoter = Promoter(self.db, config, on_pending=self.dispatcher.wake)
         self.notifier = Notifier(self.db, config.notify_coalesce_ms / 1000)
+        self.gate = PauseGate(self.db, config, on_change=self.dispatcher.set_paused)
+        self.scheduler = Scheduler(self.db, config, on_fired=self._on_fired)
         self.service = PulseService(
-            self.db, config, self.dispatcher, self.promoter, self.notifier
+            self.db,
+            config,
+            self.dispatcher,
+            self.promoter,
+            self.notifier,
+            self.gate,
+            self.scheduler,
         )
         self.watchdog = Watchdog(self.db, config, on_retrying=self.promoter.wake)
         self.pruner = Pruner(self.db, config)
         self.vacuumer = Vacuumer(self.db, config)
         self.listener = Listener(
-            self.db, on_pending=self.dispatcher.wake, on_due=self.promoter.wake
+            self.db,
+            on_pending=self.dispatcher.wake,
+            on_due=self.promoter.wake,
+            on_gate=self.gate.wake,
         )
         self.health = health.HealthServicer()
         threads = config.max_streams + config.rpc_threads
@@ -121,6 +134,9 @@ class Server:
             )
         self.service.start()
         self.notifier.start()
+        # Come up paused if dispatch is paused (the claim checks anyway;
+        # this spares the claims that could not succeed).
+        self.gate.step()
         self.dispatcher.start()
         for loop in self._loops():
             loop.start()
@@ -158,10 +174,24 @@ class Server:
         log.info("server.stopped")
 
     def _loops(self) -> list[BackgroundLoop]:
-        loops: list[BackgroundLoop] = [self.promoter, self.watchdog, self.pruner]
+        loops: list[BackgroundLoop] = [
+            self.promoter,
+            self.watchdog,
+            self.pruner,
+            self.gate,
+            self.scheduler,
+        ]
         if self.config.vacuum_seconds > 0:
             loops.append(self.vacuumer)
         return loops
+
+    def _on_fired(self, pending_topics: set[str], any_scheduled: bool) -> None:
+        """A schedule fired jobs: wake who can use them, here and elsewhere."""
+        if pending_topics:
+            self.dispatcher.wake(pending_topics)
+        if any_scheduled:
+            self.promoter.wake()
+        self.notifier.announce(pending_topics, due=any_scheduled)
 
     def wait(self) -> None:
         self.grpc_server.wait_for_termination()

@@ -6,6 +6,7 @@ metadata.
 
 from __future__ import annotations
 
+import datetime
 import functools
 import logging
 import threading
@@ -13,6 +14,7 @@ from collections.abc import Callable, Iterator
 from typing import Any, TypeVar
 
 import grpc
+from google.protobuf import timestamp_pb2
 
 from pulse_client._proto.pulse.v1 import pulse_pb2 as pb
 from pulse_client._proto.pulse.v1 import pulse_pb2_grpc
@@ -23,14 +25,17 @@ from pulse_client.errors import (
     ResourceExhausted,
 )
 from pulse_client.limits import validate_topic
-from pulsed import jobs, outcomes, stream, submits
+from pulsed import audit, gate, jobs, outcomes, reports, schedules, stream, submits
+from pulsed.auth import current_caller
 from pulsed.batching import GroupCommit
 from pulsed.config import Config
 from pulsed.database import Database
 from pulsed.dispatch import Dispatcher
+from pulsed.gate import PauseGate
 from pulsed.jobs import STATUS_TO_PROTO, to_timestamp
 from pulsed.loops import Promoter
 from pulsed.notifications import Notifier
+from pulsed.schedules import Scheduler
 
 log = logging.getLogger(__name__)
 
@@ -62,6 +67,28 @@ def _rpc(method: Callable[..., _R]) -> Callable[..., _R]:
     return wrapper
 
 
+def _streaming_rpc(
+    method: Callable[..., Iterator[_R]],
+) -> Callable[..., Iterator[_R]]:
+    """``_rpc`` for server-streaming methods: errors may come mid-stream."""
+
+    @functools.wraps(method)
+    def wrapper(
+        self: PulseService, request: Any, context: grpc.ServicerContext
+    ) -> Iterator[_R]:
+        try:
+            yield from method(self, request, context)
+        except PulseError as exc:
+            if exc.status == grpc.StatusCode.INTERNAL:
+                log.error("rpc.failed method=%s error=%s", method.__name__, exc)
+            abort_with(context, exc)
+        except Exception:
+            log.exception("rpc.crashed method=%s", method.__name__)
+            abort_with(context, PulseError("Internal server error; see the server log"))
+
+    return wrapper
+
+
 class PulseService(pulse_pb2_grpc.PulseServicer):
     """Implements pulse.v1.Pulse on top of the database and the dispatcher."""
 
@@ -72,12 +99,16 @@ class PulseService(pulse_pb2_grpc.PulseServicer):
         dispatcher: Dispatcher,
         promoter: Promoter,
         notifier: Notifier,
+        pause_gate: PauseGate,
+        scheduler: Scheduler,
     ) -> None:
         self.db = db
         self.config = config
         self.dispatcher = dispatcher
         self.promoter = promoter
         self.notifier = notifier
+        self.pause_gate = pause_gate
+        self.scheduler = scheduler
         # Submits never wait to fill a batch: their callers are waiting.
         self.submit_writer: GroupCommit[submits.NewJob, submits.SubmitOutcome] = (
             GroupCommit(
@@ -281,8 +312,12 @@ class PulseService(pulse_pb2_grpc.PulseServicer):
     def CancelJob(
         self, request: pb.CancelJobRequest, context: grpc.ServicerContext
     ) -> pb.Job:
+        caller = current_caller(context)
         with self.db.transaction() as cur:
             job = jobs.cancel_job(cur, request.id)
+            audit.record(
+                cur, caller, "job.cancel", job.id, {"status": _status_name(job)}
+            )
         log.info(
             "job.cancel job_id=%s status=%s", job.id, pb.JobStatus.Name(job.status)
         )
@@ -292,8 +327,10 @@ class PulseService(pulse_pb2_grpc.PulseServicer):
     def RequeueJob(
         self, request: pb.RequeueJobRequest, context: grpc.ServicerContext
     ) -> pb.Job:
+        caller = current_caller(context)
         with self.db.transaction() as cur:
             job = jobs.requeue_job(cur, request.id)
+            audit.record(cur, caller, "job.requeue", job.id, {"attempt": job.attempt})
         self.dispatcher.wake({job.topic})
         log.info("job.requeue job_id=%s attempt=%d", job.id, job.attempt)
         return job
@@ -304,6 +341,198 @@ class PulseService(pulse_pb2_grpc.PulseServicer):
     ) -> pb.StatsResponse:
         with self.db.transaction() as cur:
             return jobs.stats(cur)
+
+    @_streaming_rpc
+    def RequeueJobs(
+        self, request: pb.RequeueJobsRequest, context: grpc.ServicerContext
+    ) -> Iterator[pb.RequeueJobsProgress]:
+        caller = current_caller(context)
+        for progress in jobs.requeue_matching(
+            self.db, caller, request.filter, dry_run=request.dry_run
+        ):
+            if progress.requeued:
+                self.dispatcher.wake(None)
+            yield progress
+
+    @_rpc
+    def ListDeadLetterGroups(
+        self, request: pb.ListDeadLetterGroupsRequest, context: grpc.ServicerContext
+    ) -> pb.ListDeadLetterGroupsResponse:
+        with self.db.transaction() as cur:
+            return reports.dead_letter_groups(cur, request)
+
+    @_rpc
+    def Throughput(
+        self, request: pb.ThroughputRequest, context: grpc.ServicerContext
+    ) -> pb.ThroughputResponse:
+        with self.db.transaction() as cur:
+            return reports.throughput(cur, request)
+
+    # -- schedules -------------------------------------------------------------
+
+    @_rpc
+    def PutSchedule(
+        self, request: pb.PutScheduleRequest, context: grpc.ServicerContext
+    ) -> pb.PutScheduleResponse:
+        caller = current_caller(context)
+        with self.db.transaction() as cur:
+            schedule, created = schedules.put_schedule(
+                cur, request.schedule, self.config
+            )
+            audit.record(
+                cur,
+                caller,
+                "schedule.create" if created else "schedule.update",
+                schedule.name,
+                {"topic": schedule.topic, "rule": _rule_text(schedule.rule)},
+            )
+        self.scheduler.wake()
+        return pb.PutScheduleResponse(schedule=schedule, created=created)
+
+    @_rpc
+    def GetSchedule(
+        self, request: pb.GetScheduleRequest, context: grpc.ServicerContext
+    ) -> pb.Schedule:
+        with self.db.transaction() as cur:
+            return schedules.get_schedule(cur, request.name)
+
+    @_rpc
+    def ListSchedules(
+        self, request: pb.ListSchedulesRequest, context: grpc.ServicerContext
+    ) -> pb.ListSchedulesResponse:
+        with self.db.transaction() as cur:
+            page, token = schedules.list_schedules(cur, request)
+        return pb.ListSchedulesResponse(schedules=page, next_page_token=token)
+
+    @_rpc
+    def PauseSchedule(
+        self, request: pb.PauseScheduleRequest, context: grpc.ServicerContext
+    ) -> pb.Schedule:
+        caller = current_caller(context)
+        with self.db.transaction() as cur:
+            schedule = schedules.pause_schedule(cur, request.name)
+            audit.record(cur, caller, "schedule.pause", schedule.name)
+        return schedule
+
+    @_rpc
+    def ResumeSchedule(
+        self, request: pb.ResumeScheduleRequest, context: grpc.ServicerContext
+    ) -> pb.Schedule:
+        caller = current_caller(context)
+        with self.db.transaction() as cur:
+            schedule = schedules.resume_schedule(cur, request.name)
+            audit.record(cur, caller, "schedule.resume", schedule.name)
+        self.scheduler.wake()
+        return schedule
+
+    @_rpc
+    def DeleteSchedule(
+        self, request: pb.DeleteScheduleRequest, context: grpc.ServicerContext
+    ) -> pb.DeleteScheduleResponse:
+        caller = current_caller(context)
+        with self.db.transaction() as cur:
+            schedules.delete_schedule(cur, request.name)
+            audit.record(cur, caller, "schedule.delete", request.name)
+        return pb.DeleteScheduleResponse()
+
+    @_rpc
+    def ListOccurrences(
+        self, request: pb.ListOccurrencesRequest, context: grpc.ServicerContext
+    ) -> pb.ListOccurrencesResponse:
+        with self.db.transaction() as cur:
+            page, token = schedules.list_occurrences(cur, request)
+        return pb.ListOccurrencesResponse(occurrences=page, next_page_token=token)
+
+    @_rpc
+    def PreviewSchedule(
+        self, request: pb.PreviewScheduleRequest, context: grpc.ServicerContext
+    ) -> pb.PreviewScheduleResponse:
+        with self.db.transaction() as cur:
+            times = schedules.preview(cur, request)
+        return pb.PreviewScheduleResponse(fire_times=[_timestamp(t) for t in times])
+
+    # -- the dispatch pause ----------------------------------------------------
+
+    @_rpc
+    def PauseDispatch(
+        self, request: pb.PauseDispatchRequest, context: grpc.ServicerContext
+    ) -> pb.DispatchStatus:
+        caller = current_caller(context)
+        with self.db.transaction() as cur:
+            scope = gate.pause(cur, caller, request.topic, request.reason)
+            audit.record(
+                cur, caller, "dispatch.pause", scope, {"reason": request.reason}
+            )
+            answer = gate.status(cur)
+        self.pause_gate.wake()
+        log.info("dispatch.paused scope=%s user=%s", scope, caller.user)
+        return answer
+
+    @_rpc
+    def ResumeDispatch(
+        self, request: pb.ResumeDispatchRequest, context: grpc.ServicerContext
+    ) -> pb.DispatchStatus:
+        caller = current_caller(context)
+        with self.db.transaction() as cur:
+            scope, was_paused = gate.resume(cur, request.topic)
+            audit.record(
+                cur, caller, "dispatch.resume", scope, {"was_paused": was_paused}
+            )
+            answer = gate.status(cur)
+        self.pause_gate.wake()
+        log.info("dispatch.resumed scope=%s user=%s", scope, caller.user)
+        return answer
+
+    @_rpc
+    def GetDispatchStatus(
+        self, request: pb.GetDispatchStatusRequest, context: grpc.ServicerContext
+    ) -> pb.DispatchStatus:
+        with self.db.transaction() as cur:
+            return gate.status(cur)
+
+    # -- identity and audit ------------------------------------------------------
+
+    @_rpc
+    def WhoAmI(
+        self, request: pb.WhoAmIRequest, context: grpc.ServicerContext
+    ) -> pb.WhoAmIResponse:
+        caller = current_caller(context)
+        return pb.WhoAmIResponse(
+            auth_required=False,
+            authenticated=caller.authenticated,
+            user=caller.user,
+            role=caller.role,
+        )
+
+    @_rpc
+    def ListAudit(
+        self, request: pb.ListAuditRequest, context: grpc.ServicerContext
+    ) -> pb.ListAuditResponse:
+        with self.db.transaction() as cur:
+            entries, token = audit.list_entries(cur, request)
+        return pb.ListAuditResponse(entries=entries, next_page_token=token)
+
+
+def _timestamp(moment: datetime.datetime) -> timestamp_pb2.Timestamp:
+    ts = timestamp_pb2.Timestamp()
+    ts.FromDatetime(moment)
+    return ts
+
+
+def _status_name(job: pb.Job) -> str:
+    return pb.JobStatus.Name(job.status).removeprefix("JOB_STATUS_").lower()
+
+
+def _rule_text(rule: pb.ScheduleRule) -> str:
+    kind = rule.WhichOneof("kind")
+    if kind is None:
+        return ""
+    value = getattr(rule, kind)
+    if kind == "at":
+        return f"at {value.ToJsonString()}"
+    if kind == "cron":
+        return f"cron {value} {rule.time_zone or 'UTC'}"
+    return f"{kind} {value}"
 
 
 def _submit_result(result: submits.SubmitOutcome) -> pb.SubmitResult:

@@ -20,6 +20,9 @@ ROOT = pathlib.Path(__file__).resolve().parent.parent
 PROTO_ROOT = ROOT / "protos"
 PACKAGE = "pulse_client._proto"
 _WELL_KNOWN = pathlib.Path(grpc_tools.__file__).parent / "_proto"
+# The mypy-protobuf plugins are installed beside this interpreter, which may
+# be a virtualenv that is not on PATH.
+_BIN = pathlib.Path(sys.executable).parent
 _IMPORT = re.compile(r"^from pulse\.v1 import", re.MULTILINE)
 
 
@@ -32,6 +35,8 @@ def generate(out_dir: pathlib.Path) -> list[pathlib.Path]:
         f"-I{_WELL_KNOWN}",
         f"--python_out={out_dir}",
         f"--grpc_python_out={out_dir}",
+        f"--plugin=protoc-gen-mypy={_BIN / 'protoc-gen-mypy'}",
+        f"--plugin=protoc-gen-mypy_grpc={_BIN / 'protoc-gen-mypy_grpc'}",
         f"--mypy_out={out_dir}",
         f"--mypy_grpc_out={out_dir}",
         *protos,

@@ -274,12 +274,19 @@ def test_two_servers_booting_at_once_on_an_empty_database_migrate_it_once(
     assert second.wait_until_serving(), second.log()
     check = Sql(url)
     try:
-        applied = check.all("SELECT migration_id FROM _yoyo_migration")
-        log = check.all("SELECT migration_id, operation FROM _yoyo_log")
+        applied = check.all(
+            "SELECT migration_id FROM _yoyo_migration ORDER BY migration_id"
+        )
+        log = check.all(
+            "SELECT migration_id, operation FROM _yoyo_log ORDER BY created_at_utc"
+        )
         assert check.scalar("SELECT to_regclass('jobs') IS NOT NULL") is True
     finally:
         check.close()
-    assert applied == [("0001.jobs",)]
-    assert log == [("0001.jobs", "apply")]
+    assert applied == [("0001.jobs",), ("0002.schedules_dispatch_audit",)]
+    assert log == [
+        ("0001.jobs", "apply"),
+        ("0002.schedules_dispatch_audit", "apply"),
+    ]
     migrated_by = [p for p in (first, second) if "migrations.applied" in p.log()]
     assert len(migrated_by) == 1

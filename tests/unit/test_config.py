@@ -30,6 +30,8 @@ KNOBS: dict[str, tuple[str, str, object, str]] = {
     "hello_timeout_seconds": ("PULSE_HELLO_TIMEOUT_SECONDS", "2", 2.0, "0"),
     "notify_coalesce_ms": ("PULSE_NOTIFY_COALESCE_MS", "4", 4.0, "1001"),
     "flush_batch": ("PULSE_FLUSH_BATCH", "200", 200, "0"),
+    "gate_poll_seconds": ("PULSE_GATE_POLL_SECONDS", "0.1", 0.1, "61"),
+    "scheduler_poll_seconds": ("PULSE_SCHEDULER_POLL_SECONDS", "0.2", 0.2, "0"),
     "shutdown_grace_seconds": ("PULSE_SHUTDOWN_GRACE_SECONDS", "3", 3.0, "-1"),
 }
 INT_KNOBS = [

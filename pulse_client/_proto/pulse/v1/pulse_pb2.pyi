@@ -67,6 +67,38 @@ JOB_STATUS_DEAD_LETTERED: JobStatus.ValueType  # 6
 JOB_STATUS_CANCELED: JobStatus.ValueType  # 7
 Global___JobStatus: _TypeAlias = JobStatus  # noqa: Y015
 
+class _MissedRuns:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _MissedRunsEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_MissedRuns.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    MISSED_RUNS_UNSPECIFIED: _MissedRuns.ValueType  # 0
+    """The default: fire one catch-up occurrence, then continue on the normal
+    cadence.
+    """
+    MISSED_RUNS_ONE: _MissedRuns.ValueType  # 1
+    MISSED_RUNS_SKIP: _MissedRuns.ValueType  # 2
+    """Fire none of them; continue with the next future occurrence."""
+    MISSED_RUNS_ALL: _MissedRuns.ValueType  # 3
+    """Fire each of them, up to max_catch_up, then continue."""
+
+class MissedRuns(_MissedRuns, metaclass=_MissedRunsEnumTypeWrapper):
+    """What happens to occurrences missed while no replica ran or the schedule
+    was paused.
+    """
+
+MISSED_RUNS_UNSPECIFIED: MissedRuns.ValueType  # 0
+"""The default: fire one catch-up occurrence, then continue on the normal
+cadence.
+"""
+MISSED_RUNS_ONE: MissedRuns.ValueType  # 1
+MISSED_RUNS_SKIP: MissedRuns.ValueType  # 2
+"""Fire none of them; continue with the next future occurrence."""
+MISSED_RUNS_ALL: MissedRuns.ValueType  # 3
+"""Fire each of them, up to max_catch_up, then continue."""
+Global___MissedRuns: _TypeAlias = MissedRuns  # noqa: Y015
+
 class _Outcome:
     ValueType = _typing.NewType("ValueType", _builtins.int)
     V: _TypeAlias = ValueType  # noqa: Y015
@@ -416,14 +448,22 @@ class ListJobsRequest(_message.Message):
     TOPIC_FIELD_NUMBER: _builtins.int
     PAGE_SIZE_FIELD_NUMBER: _builtins.int
     PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    ERROR_CONTAINS_FIELD_NUMBER: _builtins.int
+    CREATED_AFTER_FIELD_NUMBER: _builtins.int
     topic: _builtins.str
     """Empty: every topic."""
     page_size: _builtins.int
     """1..1000; 0 means 100."""
     page_token: _builtins.str
+    error_contains: _builtins.str
+    """Only jobs whose last error contains this text (case-insensitive)."""
     @_builtins.property
     def statuses(self) -> _containers.RepeatedScalarFieldContainer[Global___JobStatus.ValueType]:
         """Empty: every status."""
+
+    @_builtins.property
+    def created_after(self) -> _timestamp_pb2.Timestamp:
+        """Only jobs created at or after this time."""
 
     def __init__(
         self,
@@ -432,10 +472,12 @@ class ListJobsRequest(_message.Message):
         topic: _builtins.str = ...,
         page_size: _builtins.int = ...,
         page_token: _builtins.str = ...,
+        error_contains: _builtins.str = ...,
+        created_after: _timestamp_pb2.Timestamp | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["created_after", b"created_after"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["page_size", b"page_size", "page_token", b"page_token", "statuses", b"statuses", "topic", b"topic"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["created_after", b"created_after", "error_contains", b"error_contains", "page_size", b"page_size", "page_token", b"page_token", "statuses", b"statuses", "topic", b"topic"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -587,6 +629,1049 @@ class StatsResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___StatsResponse: _TypeAlias = StatsResponse  # noqa: Y015
+
+@_typing.final
+class JobFilter(_message.Message):
+    """Selects jobs for bulk operations. Empty fields match everything."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    STATUSES_FIELD_NUMBER: _builtins.int
+    TOPIC_FIELD_NUMBER: _builtins.int
+    ERROR_CONTAINS_FIELD_NUMBER: _builtins.int
+    ERROR_SIGNATURE_FIELD_NUMBER: _builtins.int
+    CREATED_AFTER_FIELD_NUMBER: _builtins.int
+    topic: _builtins.str
+    error_contains: _builtins.str
+    """Case-insensitive substring of the last error."""
+    error_signature: _builtins.str
+    """Exactly this error signature (see DeadLetterGroup)."""
+    @_builtins.property
+    def statuses(self) -> _containers.RepeatedScalarFieldContainer[Global___JobStatus.ValueType]: ...
+    @_builtins.property
+    def created_after(self) -> _timestamp_pb2.Timestamp: ...
+    def __init__(
+        self,
+        *,
+        statuses: _abc.Iterable[Global___JobStatus.ValueType] | None = ...,
+        topic: _builtins.str = ...,
+        error_contains: _builtins.str = ...,
+        error_signature: _builtins.str = ...,
+        created_after: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["created_after", b"created_after"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["created_after", b"created_after", "error_contains", b"error_contains", "error_signature", b"error_signature", "statuses", b"statuses", "topic", b"topic"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___JobFilter: _TypeAlias = JobFilter  # noqa: Y015
+
+@_typing.final
+class RequeueJobsRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    FILTER_FIELD_NUMBER: _builtins.int
+    DRY_RUN_FIELD_NUMBER: _builtins.int
+    dry_run: _builtins.bool
+    @_builtins.property
+    def filter(self) -> Global___JobFilter:
+        """statuses may only name dead_lettered and canceled; empty means both."""
+
+    def __init__(
+        self,
+        *,
+        filter: Global___JobFilter | None = ...,
+        dry_run: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["filter", b"filter"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["dry_run", b"dry_run", "filter", b"filter"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RequeueJobsRequest: _TypeAlias = RequeueJobsRequest  # noqa: Y015
+
+@_typing.final
+class RequeueJobsProgress(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    MATCHED_FIELD_NUMBER: _builtins.int
+    REQUEUED_FIELD_NUMBER: _builtins.int
+    DONE_FIELD_NUMBER: _builtins.int
+    matched: _builtins.int
+    """Jobs that matched when the operation started."""
+    requeued: _builtins.int
+    """Jobs requeued so far (0 on a dry run)."""
+    done: _builtins.bool
+    """Set on the last message."""
+    def __init__(
+        self,
+        *,
+        matched: _builtins.int = ...,
+        requeued: _builtins.int = ...,
+        done: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["done", b"done", "matched", b"matched", "requeued", b"requeued"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RequeueJobsProgress: _TypeAlias = RequeueJobsProgress  # noqa: Y015
+
+@_typing.final
+class ListDeadLetterGroupsRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TOPIC_FIELD_NUMBER: _builtins.int
+    LIMIT_FIELD_NUMBER: _builtins.int
+    topic: _builtins.str
+    """Empty: every topic."""
+    limit: _builtins.int
+    """1..1000; 0 means 100."""
+    def __init__(
+        self,
+        *,
+        topic: _builtins.str = ...,
+        limit: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["limit", b"limit", "topic", b"topic"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListDeadLetterGroupsRequest: _TypeAlias = ListDeadLetterGroupsRequest  # noqa: Y015
+
+@_typing.final
+class DeadLetterGroup(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TOPIC_FIELD_NUMBER: _builtins.int
+    ERROR_SIGNATURE_FIELD_NUMBER: _builtins.int
+    SAMPLE_ERROR_FIELD_NUMBER: _builtins.int
+    SAMPLE_JOB_ID_FIELD_NUMBER: _builtins.int
+    COUNT_FIELD_NUMBER: _builtins.int
+    FIRST_SEEN_FIELD_NUMBER: _builtins.int
+    LAST_SEEN_FIELD_NUMBER: _builtins.int
+    topic: _builtins.str
+    error_signature: _builtins.str
+    """The error's first line with numbers, ids and quoted values replaced by
+    placeholders, so that errors differing only in those group together.
+    """
+    sample_error: _builtins.str
+    """The last error of one job of the group, as stored."""
+    sample_job_id: _builtins.str
+    count: _builtins.int
+    @_builtins.property
+    def first_seen(self) -> _timestamp_pb2.Timestamp: ...
+    @_builtins.property
+    def last_seen(self) -> _timestamp_pb2.Timestamp: ...
+    def __init__(
+        self,
+        *,
+        topic: _builtins.str = ...,
+        error_signature: _builtins.str = ...,
+        sample_error: _builtins.str = ...,
+        sample_job_id: _builtins.str = ...,
+        count: _builtins.int = ...,
+        first_seen: _timestamp_pb2.Timestamp | None = ...,
+        last_seen: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["first_seen", b"first_seen", "last_seen", b"last_seen"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["count", b"count", "error_signature", b"error_signature", "first_seen", b"first_seen", "last_seen", b"last_seen", "sample_error", b"sample_error", "sample_job_id", b"sample_job_id", "topic", b"topic"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DeadLetterGroup: _TypeAlias = DeadLetterGroup  # noqa: Y015
+
+@_typing.final
+class ListDeadLetterGroupsResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    GROUPS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def groups(self) -> _containers.RepeatedCompositeFieldContainer[Global___DeadLetterGroup]: ...
+    def __init__(
+        self,
+        *,
+        groups: _abc.Iterable[Global___DeadLetterGroup] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["groups", b"groups"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListDeadLetterGroupsResponse: _TypeAlias = ListDeadLetterGroupsResponse  # noqa: Y015
+
+@_typing.final
+class ThroughputRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    MINUTES_FIELD_NUMBER: _builtins.int
+    minutes: _builtins.int
+    """1..1440; 0 means 60."""
+    def __init__(
+        self,
+        *,
+        minutes: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["minutes", b"minutes"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ThroughputRequest: _TypeAlias = ThroughputRequest  # noqa: Y015
+
+@_typing.final
+class ThroughputBucket(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    MINUTE_FIELD_NUMBER: _builtins.int
+    COMPLETED_FIELD_NUMBER: _builtins.int
+    DEAD_LETTERED_FIELD_NUMBER: _builtins.int
+    completed: _builtins.int
+    dead_lettered: _builtins.int
+    @_builtins.property
+    def minute(self) -> _timestamp_pb2.Timestamp: ...
+    def __init__(
+        self,
+        *,
+        minute: _timestamp_pb2.Timestamp | None = ...,
+        completed: _builtins.int = ...,
+        dead_lettered: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["minute", b"minute"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["completed", b"completed", "dead_lettered", b"dead_lettered", "minute", b"minute"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ThroughputBucket: _TypeAlias = ThroughputBucket  # noqa: Y015
+
+@_typing.final
+class ThroughputResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    BUCKETS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def buckets(self) -> _containers.RepeatedCompositeFieldContainer[Global___ThroughputBucket]: ...
+    def __init__(
+        self,
+        *,
+        buckets: _abc.Iterable[Global___ThroughputBucket] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["buckets", b"buckets"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ThroughputResponse: _TypeAlias = ThroughputResponse  # noqa: Y015
+
+@_typing.final
+class ScheduleRule(_message.Message):
+    """---------------------------------------------------------------------------
+    Schedules.
+
+    Each occurrence of a schedule fires exactly once, across any number of
+    replicas and restarts: the occurrence is a unique key in the database.
+    Time is the database's clock.
+    ---------------------------------------------------------------------------
+
+    When a schedule fires.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    AT_FIELD_NUMBER: _builtins.int
+    AFTER_MS_FIELD_NUMBER: _builtins.int
+    EVERY_MS_FIELD_NUMBER: _builtins.int
+    CRON_FIELD_NUMBER: _builtins.int
+    TIME_ZONE_FIELD_NUMBER: _builtins.int
+    START_AT_FIELD_NUMBER: _builtins.int
+    after_ms: _builtins.int
+    """Once, this many milliseconds after the schedule was first declared."""
+    every_ms: _builtins.int
+    """Every this many milliseconds: occurrence k fires at start_at + k x
+    every_ms, however long each firing took.
+    """
+    cron: _builtins.str
+    """A five-field cron expression, evaluated in time_zone."""
+    time_zone: _builtins.str
+    """IANA time zone for cron; empty means UTC."""
+    @_builtins.property
+    def at(self) -> _timestamp_pb2.Timestamp:
+        """Once, at this time."""
+
+    @_builtins.property
+    def start_at(self) -> _timestamp_pb2.Timestamp:
+        """For every_ms: the first occurrence; unset means one interval after the
+        schedule was first declared.
+        """
+
+    def __init__(
+        self,
+        *,
+        at: _timestamp_pb2.Timestamp | None = ...,
+        after_ms: _builtins.int = ...,
+        every_ms: _builtins.int = ...,
+        cron: _builtins.str = ...,
+        time_zone: _builtins.str = ...,
+        start_at: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["after_ms", b"after_ms", "at", b"at", "cron", b"cron", "every_ms", b"every_ms", "kind", b"kind", "start_at", b"start_at"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["after_ms", b"after_ms", "at", b"at", "cron", b"cron", "every_ms", b"every_ms", "kind", b"kind", "start_at", b"start_at", "time_zone", b"time_zone"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType_kind: _TypeAlias = _typing.Literal["at", "after_ms", "every_ms", "cron"]  # noqa: Y015
+    _WhichOneofArgType_kind: _TypeAlias = _typing.Literal["kind", b"kind"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType_kind) -> _WhichOneofReturnType_kind | None: ...
+
+Global___ScheduleRule: _TypeAlias = ScheduleRule  # noqa: Y015
+
+@_typing.final
+class ScheduleDefinition(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAME_FIELD_NUMBER: _builtins.int
+    TOPIC_FIELD_NUMBER: _builtins.int
+    PAYLOAD_FIELD_NUMBER: _builtins.int
+    PRIORITY_FIELD_NUMBER: _builtins.int
+    MAX_ATTEMPTS_FIELD_NUMBER: _builtins.int
+    TIMEOUT_MS_FIELD_NUMBER: _builtins.int
+    RULE_FIELD_NUMBER: _builtins.int
+    MISSED_RUNS_FIELD_NUMBER: _builtins.int
+    MAX_CATCH_UP_FIELD_NUMBER: _builtins.int
+    name: _builtins.str
+    """Unique per deployment: 1-200 characters of letters, digits and "._:-".
+    Empty: derived from the topic and the rule.
+    """
+    topic: _builtins.str
+    payload: _builtins.bytes
+    priority: _builtins.int
+    max_attempts: _builtins.int
+    """0 means the server's default."""
+    timeout_ms: _builtins.int
+    missed_runs: Global___MissedRuns.ValueType
+    max_catch_up: _builtins.int
+    """For MISSED_RUNS_ALL: 1..1000; 0 means 100."""
+    @_builtins.property
+    def rule(self) -> Global___ScheduleRule: ...
+    def __init__(
+        self,
+        *,
+        name: _builtins.str = ...,
+        topic: _builtins.str = ...,
+        payload: _builtins.bytes = ...,
+        priority: _builtins.int = ...,
+        max_attempts: _builtins.int = ...,
+        timeout_ms: _builtins.int = ...,
+        rule: Global___ScheduleRule | None = ...,
+        missed_runs: Global___MissedRuns.ValueType = ...,
+        max_catch_up: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["rule", b"rule"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["max_attempts", b"max_attempts", "max_catch_up", b"max_catch_up", "missed_runs", b"missed_runs", "name", b"name", "payload", b"payload", "priority", b"priority", "rule", b"rule", "timeout_ms", b"timeout_ms", "topic", b"topic"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ScheduleDefinition: _TypeAlias = ScheduleDefinition  # noqa: Y015
+
+@_typing.final
+class Schedule(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ID_FIELD_NUMBER: _builtins.int
+    NAME_FIELD_NUMBER: _builtins.int
+    TOPIC_FIELD_NUMBER: _builtins.int
+    PAYLOAD_FIELD_NUMBER: _builtins.int
+    PRIORITY_FIELD_NUMBER: _builtins.int
+    MAX_ATTEMPTS_FIELD_NUMBER: _builtins.int
+    TIMEOUT_MS_FIELD_NUMBER: _builtins.int
+    RULE_FIELD_NUMBER: _builtins.int
+    MISSED_RUNS_FIELD_NUMBER: _builtins.int
+    MAX_CATCH_UP_FIELD_NUMBER: _builtins.int
+    PAUSED_FIELD_NUMBER: _builtins.int
+    PAUSED_AT_FIELD_NUMBER: _builtins.int
+    NEXT_FIRE_AT_FIELD_NUMBER: _builtins.int
+    LAST_OCCURRENCE_FIELD_NUMBER: _builtins.int
+    LAST_JOB_ID_FIELD_NUMBER: _builtins.int
+    LAST_JOB_STATUS_FIELD_NUMBER: _builtins.int
+    FIRED_COUNT_FIELD_NUMBER: _builtins.int
+    CREATED_AT_FIELD_NUMBER: _builtins.int
+    UPDATED_AT_FIELD_NUMBER: _builtins.int
+    id: _builtins.str
+    name: _builtins.str
+    topic: _builtins.str
+    payload: _builtins.bytes
+    priority: _builtins.int
+    max_attempts: _builtins.int
+    timeout_ms: _builtins.int
+    missed_runs: Global___MissedRuns.ValueType
+    max_catch_up: _builtins.int
+    paused: _builtins.bool
+    last_job_id: _builtins.str
+    last_job_status: Global___JobStatus.ValueType
+    fired_count: _builtins.int
+    @_builtins.property
+    def rule(self) -> Global___ScheduleRule: ...
+    @_builtins.property
+    def paused_at(self) -> _timestamp_pb2.Timestamp: ...
+    @_builtins.property
+    def next_fire_at(self) -> _timestamp_pb2.Timestamp:
+        """Unset when nothing more will fire (a one-shot schedule that fired)."""
+
+    @_builtins.property
+    def last_occurrence(self) -> _timestamp_pb2.Timestamp:
+        """The latest occurrence fired, the job it produced and that job's status
+        (JOB_STATUS_UNSPECIFIED once the job has been pruned).
+        """
+
+    @_builtins.property
+    def created_at(self) -> _timestamp_pb2.Timestamp: ...
+    @_builtins.property
+    def updated_at(self) -> _timestamp_pb2.Timestamp: ...
+    def __init__(
+        self,
+        *,
+        id: _builtins.str = ...,
+        name: _builtins.str = ...,
+        topic: _builtins.str = ...,
+        payload: _builtins.bytes = ...,
+        priority: _builtins.int = ...,
+        max_attempts: _builtins.int = ...,
+        timeout_ms: _builtins.int = ...,
+        rule: Global___ScheduleRule | None = ...,
+        missed_runs: Global___MissedRuns.ValueType = ...,
+        max_catch_up: _builtins.int = ...,
+        paused: _builtins.bool = ...,
+        paused_at: _timestamp_pb2.Timestamp | None = ...,
+        next_fire_at: _timestamp_pb2.Timestamp | None = ...,
+        last_occurrence: _timestamp_pb2.Timestamp | None = ...,
+        last_job_id: _builtins.str = ...,
+        last_job_status: Global___JobStatus.ValueType = ...,
+        fired_count: _builtins.int = ...,
+        created_at: _timestamp_pb2.Timestamp | None = ...,
+        updated_at: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["created_at", b"created_at", "last_occurrence", b"last_occurrence", "next_fire_at", b"next_fire_at", "paused_at", b"paused_at", "rule", b"rule", "updated_at", b"updated_at"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["created_at", b"created_at", "fired_count", b"fired_count", "id", b"id", "last_job_id", b"last_job_id", "last_job_status", b"last_job_status", "last_occurrence", b"last_occurrence", "max_attempts", b"max_attempts", "max_catch_up", b"max_catch_up", "missed_runs", b"missed_runs", "name", b"name", "next_fire_at", b"next_fire_at", "paused", b"paused", "paused_at", b"paused_at", "payload", b"payload", "priority", b"priority", "rule", b"rule", "timeout_ms", b"timeout_ms", "topic", b"topic", "updated_at", b"updated_at"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Schedule: _TypeAlias = Schedule  # noqa: Y015
+
+@_typing.final
+class PutScheduleRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SCHEDULE_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def schedule(self) -> Global___ScheduleDefinition: ...
+    def __init__(
+        self,
+        *,
+        schedule: Global___ScheduleDefinition | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["schedule", b"schedule"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["schedule", b"schedule"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___PutScheduleRequest: _TypeAlias = PutScheduleRequest  # noqa: Y015
+
+@_typing.final
+class PutScheduleResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SCHEDULE_FIELD_NUMBER: _builtins.int
+    CREATED_FIELD_NUMBER: _builtins.int
+    created: _builtins.bool
+    """false: a schedule of this name existed and was updated in place."""
+    @_builtins.property
+    def schedule(self) -> Global___Schedule: ...
+    def __init__(
+        self,
+        *,
+        schedule: Global___Schedule | None = ...,
+        created: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["schedule", b"schedule"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["created", b"created", "schedule", b"schedule"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___PutScheduleResponse: _TypeAlias = PutScheduleResponse  # noqa: Y015
+
+@_typing.final
+class GetScheduleRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAME_FIELD_NUMBER: _builtins.int
+    name: _builtins.str
+    def __init__(
+        self,
+        *,
+        name: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["name", b"name"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetScheduleRequest: _TypeAlias = GetScheduleRequest  # noqa: Y015
+
+@_typing.final
+class ListSchedulesRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TOPIC_FIELD_NUMBER: _builtins.int
+    PAGE_SIZE_FIELD_NUMBER: _builtins.int
+    PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    topic: _builtins.str
+    """Empty: every topic."""
+    page_size: _builtins.int
+    """1..1000; 0 means 100."""
+    page_token: _builtins.str
+    def __init__(
+        self,
+        *,
+        topic: _builtins.str = ...,
+        page_size: _builtins.int = ...,
+        page_token: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["page_size", b"page_size", "page_token", b"page_token", "topic", b"topic"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListSchedulesRequest: _TypeAlias = ListSchedulesRequest  # noqa: Y015
+
+@_typing.final
+class ListSchedulesResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SCHEDULES_FIELD_NUMBER: _builtins.int
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    next_page_token: _builtins.str
+    @_builtins.property
+    def schedules(self) -> _containers.RepeatedCompositeFieldContainer[Global___Schedule]: ...
+    def __init__(
+        self,
+        *,
+        schedules: _abc.Iterable[Global___Schedule] | None = ...,
+        next_page_token: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["next_page_token", b"next_page_token", "schedules", b"schedules"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListSchedulesResponse: _TypeAlias = ListSchedulesResponse  # noqa: Y015
+
+@_typing.final
+class PauseScheduleRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAME_FIELD_NUMBER: _builtins.int
+    name: _builtins.str
+    def __init__(
+        self,
+        *,
+        name: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["name", b"name"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___PauseScheduleRequest: _TypeAlias = PauseScheduleRequest  # noqa: Y015
+
+@_typing.final
+class ResumeScheduleRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAME_FIELD_NUMBER: _builtins.int
+    name: _builtins.str
+    def __init__(
+        self,
+        *,
+        name: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["name", b"name"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ResumeScheduleRequest: _TypeAlias = ResumeScheduleRequest  # noqa: Y015
+
+@_typing.final
+class DeleteScheduleRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAME_FIELD_NUMBER: _builtins.int
+    name: _builtins.str
+    def __init__(
+        self,
+        *,
+        name: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["name", b"name"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DeleteScheduleRequest: _TypeAlias = DeleteScheduleRequest  # noqa: Y015
+
+@_typing.final
+class DeleteScheduleResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    def __init__(
+        self,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DeleteScheduleResponse: _TypeAlias = DeleteScheduleResponse  # noqa: Y015
+
+@_typing.final
+class Occurrence(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    OCCURRENCE_FIELD_NUMBER: _builtins.int
+    FIRED_AT_FIELD_NUMBER: _builtins.int
+    JOB_ID_FIELD_NUMBER: _builtins.int
+    JOB_STATUS_FIELD_NUMBER: _builtins.int
+    CATCH_UP_FIELD_NUMBER: _builtins.int
+    LAST_ERROR_FIELD_NUMBER: _builtins.int
+    job_id: _builtins.str
+    job_status: Global___JobStatus.ValueType
+    """JOB_STATUS_UNSPECIFIED once the job has been pruned."""
+    catch_up: _builtins.bool
+    """Fired late, after downtime or a pause, under the missed-runs policy."""
+    last_error: _builtins.str
+    @_builtins.property
+    def occurrence(self) -> _timestamp_pb2.Timestamp:
+        """The time the occurrence was due."""
+
+    @_builtins.property
+    def fired_at(self) -> _timestamp_pb2.Timestamp:
+        """When a replica fired it."""
+
+    def __init__(
+        self,
+        *,
+        occurrence: _timestamp_pb2.Timestamp | None = ...,
+        fired_at: _timestamp_pb2.Timestamp | None = ...,
+        job_id: _builtins.str = ...,
+        job_status: Global___JobStatus.ValueType = ...,
+        catch_up: _builtins.bool = ...,
+        last_error: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["fired_at", b"fired_at", "occurrence", b"occurrence"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["catch_up", b"catch_up", "fired_at", b"fired_at", "job_id", b"job_id", "job_status", b"job_status", "last_error", b"last_error", "occurrence", b"occurrence"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Occurrence: _TypeAlias = Occurrence  # noqa: Y015
+
+@_typing.final
+class ListOccurrencesRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAME_FIELD_NUMBER: _builtins.int
+    PAGE_SIZE_FIELD_NUMBER: _builtins.int
+    PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    name: _builtins.str
+    page_size: _builtins.int
+    """1..1000; 0 means 100."""
+    page_token: _builtins.str
+    def __init__(
+        self,
+        *,
+        name: _builtins.str = ...,
+        page_size: _builtins.int = ...,
+        page_token: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["name", b"name", "page_size", b"page_size", "page_token", b"page_token"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListOccurrencesRequest: _TypeAlias = ListOccurrencesRequest  # noqa: Y015
+
+@_typing.final
+class ListOccurrencesResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    OCCURRENCES_FIELD_NUMBER: _builtins.int
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    next_page_token: _builtins.str
+    @_builtins.property
+    def occurrences(self) -> _containers.RepeatedCompositeFieldContainer[Global___Occurrence]: ...
+    def __init__(
+        self,
+        *,
+        occurrences: _abc.Iterable[Global___Occurrence] | None = ...,
+        next_page_token: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["next_page_token", b"next_page_token", "occurrences", b"occurrences"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListOccurrencesResponse: _TypeAlias = ListOccurrencesResponse  # noqa: Y015
+
+@_typing.final
+class PreviewScheduleRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAME_FIELD_NUMBER: _builtins.int
+    RULE_FIELD_NUMBER: _builtins.int
+    COUNT_FIELD_NUMBER: _builtins.int
+    name: _builtins.str
+    """A stored schedule, or else the rule below (as if declared now)."""
+    count: _builtins.int
+    """1..1000; 0 means 10."""
+    @_builtins.property
+    def rule(self) -> Global___ScheduleRule: ...
+    def __init__(
+        self,
+        *,
+        name: _builtins.str = ...,
+        rule: Global___ScheduleRule | None = ...,
+        count: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["rule", b"rule"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["count", b"count", "name", b"name", "rule", b"rule"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___PreviewScheduleRequest: _TypeAlias = PreviewScheduleRequest  # noqa: Y015
+
+@_typing.final
+class PreviewScheduleResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    FIRE_TIMES_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def fire_times(self) -> _containers.RepeatedCompositeFieldContainer[_timestamp_pb2.Timestamp]: ...
+    def __init__(
+        self,
+        *,
+        fire_times: _abc.Iterable[_timestamp_pb2.Timestamp] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["fire_times", b"fire_times"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___PreviewScheduleResponse: _TypeAlias = PreviewScheduleResponse  # noqa: Y015
+
+@_typing.final
+class PauseDispatchRequest(_message.Message):
+    """---------------------------------------------------------------------------
+    The dispatch pause: a row in Postgres per paused scope (all topics, or
+    one topic). The claim statement reads it.
+    ---------------------------------------------------------------------------
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    REASON_FIELD_NUMBER: _builtins.int
+    TOPIC_FIELD_NUMBER: _builtins.int
+    reason: _builtins.str
+    topic: _builtins.str
+    """Empty: every topic."""
+    def __init__(
+        self,
+        *,
+        reason: _builtins.str = ...,
+        topic: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["reason", b"reason", "topic", b"topic"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___PauseDispatchRequest: _TypeAlias = PauseDispatchRequest  # noqa: Y015
+
+@_typing.final
+class ResumeDispatchRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TOPIC_FIELD_NUMBER: _builtins.int
+    topic: _builtins.str
+    """Empty: the pause of every topic (per-topic pauses stay)."""
+    def __init__(
+        self,
+        *,
+        topic: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["topic", b"topic"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ResumeDispatchRequest: _TypeAlias = ResumeDispatchRequest  # noqa: Y015
+
+@_typing.final
+class GetDispatchStatusRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    def __init__(
+        self,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetDispatchStatusRequest: _TypeAlias = GetDispatchStatusRequest  # noqa: Y015
+
+@_typing.final
+class DispatchPause(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TOPIC_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    PAUSED_BY_FIELD_NUMBER: _builtins.int
+    PAUSED_AT_FIELD_NUMBER: _builtins.int
+    topic: _builtins.str
+    """Empty for the pause of every topic."""
+    reason: _builtins.str
+    paused_by: _builtins.str
+    @_builtins.property
+    def paused_at(self) -> _timestamp_pb2.Timestamp: ...
+    def __init__(
+        self,
+        *,
+        topic: _builtins.str = ...,
+        reason: _builtins.str = ...,
+        paused_by: _builtins.str = ...,
+        paused_at: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["paused_at", b"paused_at"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["paused_at", b"paused_at", "paused_by", b"paused_by", "reason", b"reason", "topic", b"topic"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DispatchPause: _TypeAlias = DispatchPause  # noqa: Y015
+
+@_typing.final
+class DispatchStatus(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PAUSED_FIELD_NUMBER: _builtins.int
+    ALL_FIELD_NUMBER: _builtins.int
+    TOPICS_FIELD_NUMBER: _builtins.int
+    paused: _builtins.bool
+    """Every topic is paused."""
+    @_builtins.property
+    def all(self) -> Global___DispatchPause:
+        """Set when paused."""
+
+    @_builtins.property
+    def topics(self) -> _containers.RepeatedCompositeFieldContainer[Global___DispatchPause]:
+        """Topics paused on their own, by topic."""
+
+    def __init__(
+        self,
+        *,
+        paused: _builtins.bool = ...,
+        all: Global___DispatchPause | None = ...,
+        topics: _abc.Iterable[Global___DispatchPause] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["all", b"all"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["all", b"all", "paused", b"paused", "topics", b"topics"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DispatchStatus: _TypeAlias = DispatchStatus  # noqa: Y015
+
+@_typing.final
+class WhoAmIRequest(_message.Message):
+    """---------------------------------------------------------------------------
+    Identity and audit.
+    ---------------------------------------------------------------------------
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    def __init__(
+        self,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___WhoAmIRequest: _TypeAlias = WhoAmIRequest  # noqa: Y015
+
+@_typing.final
+class WhoAmIResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    AUTH_REQUIRED_FIELD_NUMBER: _builtins.int
+    AUTHENTICATED_FIELD_NUMBER: _builtins.int
+    USER_FIELD_NUMBER: _builtins.int
+    ROLE_FIELD_NUMBER: _builtins.int
+    auth_required: _builtins.bool
+    """The server checks credentials (PULSE_AUTH_USERS is set)."""
+    authenticated: _builtins.bool
+    """The call carried valid credentials."""
+    user: _builtins.str
+    """The caller's user name; "anonymous" on an open server."""
+    role: _builtins.str
+    """admin, operator, worker or viewer; "admin" on an open server."""
+    def __init__(
+        self,
+        *,
+        auth_required: _builtins.bool = ...,
+        authenticated: _builtins.bool = ...,
+        user: _builtins.str = ...,
+        role: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["auth_required", b"auth_required", "authenticated", b"authenticated", "role", b"role", "user", b"user"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___WhoAmIResponse: _TypeAlias = WhoAmIResponse  # noqa: Y015
+
+@_typing.final
+class AuditEntry(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ID_FIELD_NUMBER: _builtins.int
+    AT_FIELD_NUMBER: _builtins.int
+    USER_FIELD_NUMBER: _builtins.int
+    ACTION_FIELD_NUMBER: _builtins.int
+    TARGET_FIELD_NUMBER: _builtins.int
+    DETAIL_FIELD_NUMBER: _builtins.int
+    PEER_FIELD_NUMBER: _builtins.int
+    id: _builtins.int
+    user: _builtins.str
+    """The authenticated user, or "anonymous" on an open server."""
+    action: _builtins.str
+    """For example "job.cancel", "dispatch.pause", "schedule.put"."""
+    target: _builtins.str
+    """What was acted on: a job id, a schedule name, a topic or "*"."""
+    detail: _builtins.str
+    """JSON object with the action's details."""
+    peer: _builtins.str
+    """The caller's address as gRPC reports it."""
+    @_builtins.property
+    def at(self) -> _timestamp_pb2.Timestamp: ...
+    def __init__(
+        self,
+        *,
+        id: _builtins.int = ...,
+        at: _timestamp_pb2.Timestamp | None = ...,
+        user: _builtins.str = ...,
+        action: _builtins.str = ...,
+        target: _builtins.str = ...,
+        detail: _builtins.str = ...,
+        peer: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["at", b"at"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["action", b"action", "at", b"at", "detail", b"detail", "id", b"id", "peer", b"peer", "target", b"target", "user", b"user"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___AuditEntry: _TypeAlias = AuditEntry  # noqa: Y015
+
+@_typing.final
+class ListAuditRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    USER_FIELD_NUMBER: _builtins.int
+    ACTION_FIELD_NUMBER: _builtins.int
+    SINCE_FIELD_NUMBER: _builtins.int
+    UNTIL_FIELD_NUMBER: _builtins.int
+    PAGE_SIZE_FIELD_NUMBER: _builtins.int
+    PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    user: _builtins.str
+    action: _builtins.str
+    page_size: _builtins.int
+    """1..1000; 0 means 100."""
+    page_token: _builtins.str
+    @_builtins.property
+    def since(self) -> _timestamp_pb2.Timestamp: ...
+    @_builtins.property
+    def until(self) -> _timestamp_pb2.Timestamp: ...
+    def __init__(
+        self,
+        *,
+        user: _builtins.str = ...,
+        action: _builtins.str = ...,
+        since: _timestamp_pb2.Timestamp | None = ...,
+        until: _timestamp_pb2.Timestamp | None = ...,
+        page_size: _builtins.int = ...,
+        page_token: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["since", b"since", "until", b"until"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["action", b"action", "page_size", b"page_size", "page_token", b"page_token", "since", b"since", "until", b"until", "user", b"user"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListAuditRequest: _TypeAlias = ListAuditRequest  # noqa: Y015
+
+@_typing.final
+class ListAuditResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ENTRIES_FIELD_NUMBER: _builtins.int
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    next_page_token: _builtins.str
+    @_builtins.property
+    def entries(self) -> _containers.RepeatedCompositeFieldContainer[Global___AuditEntry]: ...
+    def __init__(
+        self,
+        *,
+        entries: _abc.Iterable[Global___AuditEntry] | None = ...,
+        next_page_token: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["entries", b"entries", "next_page_token", b"next_page_token"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListAuditResponse: _TypeAlias = ListAuditResponse  # noqa: Y015
 
 @_typing.final
 class Hello(_message.Message):

@@ -74,6 +74,86 @@ class PulseStub:
                 request_serializer=pulse_dot_v1_dot_pulse__pb2.StatsRequest.SerializeToString,
                 response_deserializer=pulse_dot_v1_dot_pulse__pb2.StatsResponse.FromString,
                 _registered_method=True)
+        self.RequeueJobs = channel.unary_stream(
+                '/pulse.v1.Pulse/RequeueJobs',
+                request_serializer=pulse_dot_v1_dot_pulse__pb2.RequeueJobsRequest.SerializeToString,
+                response_deserializer=pulse_dot_v1_dot_pulse__pb2.RequeueJobsProgress.FromString,
+                _registered_method=True)
+        self.ListDeadLetterGroups = channel.unary_unary(
+                '/pulse.v1.Pulse/ListDeadLetterGroups',
+                request_serializer=pulse_dot_v1_dot_pulse__pb2.ListDeadLetterGroupsRequest.SerializeToString,
+                response_deserializer=pulse_dot_v1_dot_pulse__pb2.ListDeadLetterGroupsResponse.FromString,
+                _registered_method=True)
+        self.Throughput = channel.unary_unary(
+                '/pulse.v1.Pulse/Throughput',
+                request_serializer=pulse_dot_v1_dot_pulse__pb2.ThroughputRequest.SerializeToString,
+                response_deserializer=pulse_dot_v1_dot_pulse__pb2.ThroughputResponse.FromString,
+                _registered_method=True)
+        self.PutSchedule = channel.unary_unary(
+                '/pulse.v1.Pulse/PutSchedule',
+                request_serializer=pulse_dot_v1_dot_pulse__pb2.PutScheduleRequest.SerializeToString,
+                response_deserializer=pulse_dot_v1_dot_pulse__pb2.PutScheduleResponse.FromString,
+                _registered_method=True)
+        self.GetSchedule = channel.unary_unary(
+                '/pulse.v1.Pulse/GetSchedule',
+                request_serializer=pulse_dot_v1_dot_pulse__pb2.GetScheduleRequest.SerializeToString,
+                response_deserializer=pulse_dot_v1_dot_pulse__pb2.Schedule.FromString,
+                _registered_method=True)
+        self.ListSchedules = channel.unary_unary(
+                '/pulse.v1.Pulse/ListSchedules',
+                request_serializer=pulse_dot_v1_dot_pulse__pb2.ListSchedulesRequest.SerializeToString,
+                response_deserializer=pulse_dot_v1_dot_pulse__pb2.ListSchedulesResponse.FromString,
+                _registered_method=True)
+        self.PauseSchedule = channel.unary_unary(
+                '/pulse.v1.Pulse/PauseSchedule',
+                request_serializer=pulse_dot_v1_dot_pulse__pb2.PauseScheduleRequest.SerializeToString,
+                response_deserializer=pulse_dot_v1_dot_pulse__pb2.Schedule.FromString,
+                _registered_method=True)
+        self.ResumeSchedule = channel.unary_unary(
+                '/pulse.v1.Pulse/ResumeSchedule',
+                request_serializer=pulse_dot_v1_dot_pulse__pb2.ResumeScheduleRequest.SerializeToString,
+                response_deserializer=pulse_dot_v1_dot_pulse__pb2.Schedule.FromString,
+                _registered_method=True)
+        self.DeleteSchedule = channel.unary_unary(
+                '/pulse.v1.Pulse/DeleteSchedule',
+                request_serializer=pulse_dot_v1_dot_pulse__pb2.DeleteScheduleRequest.SerializeToString,
+                response_deserializer=pulse_dot_v1_dot_pulse__pb2.DeleteScheduleResponse.FromString,
+                _registered_method=True)
+        self.ListOccurrences = channel.unary_unary(
+                '/pulse.v1.Pulse/ListOccurrences',
+                request_serializer=pulse_dot_v1_dot_pulse__pb2.ListOccurrencesRequest.SerializeToString,
+                response_deserializer=pulse_dot_v1_dot_pulse__pb2.ListOccurrencesResponse.FromString,
+                _registered_method=True)
+        self.PreviewSchedule = channel.unary_unary(
+                '/pulse.v1.Pulse/PreviewSchedule',
+                request_serializer=pulse_dot_v1_dot_pulse__pb2.PreviewScheduleRequest.SerializeToString,
+                response_deserializer=pulse_dot_v1_dot_pulse__pb2.PreviewScheduleResponse.FromString,
+                _registered_method=True)
+        self.PauseDispatch = channel.unary_unary(
+                '/pulse.v1.Pulse/PauseDispatch',
+                request_serializer=pulse_dot_v1_dot_pulse__pb2.PauseDispatchRequest.SerializeToString,
+                response_deserializer=pulse_dot_v1_dot_pulse__pb2.DispatchStatus.FromString,
+                _registered_method=True)
+        self.ResumeDispatch = channel.unary_unary(
+                '/pulse.v1.Pulse/ResumeDispatch',
+                request_serializer=pulse_dot_v1_dot_pulse__pb2.ResumeDispatchRequest.SerializeToString,
+                response_deserializer=pulse_dot_v1_dot_pulse__pb2.DispatchStatus.FromString,
+                _registered_method=True)
+        self.GetDispatchStatus = channel.unary_unary(
+                '/pulse.v1.Pulse/GetDispatchStatus',
+                request_serializer=pulse_dot_v1_dot_pulse__pb2.GetDispatchStatusRequest.SerializeToString,
+                response_deserializer=pulse_dot_v1_dot_pulse__pb2.DispatchStatus.FromString,
+                _registered_method=True)
+        self.WhoAmI = channel.unary_unary(
+                '/pulse.v1.Pulse/WhoAmI',
+                request_serializer=pulse_dot_v1_dot_pulse__pb2.WhoAmIRequest.SerializeToString,
+                response_deserializer=pulse_dot_v1_dot_pulse__pb2.WhoAmIResponse.FromString,
+                _registered_method=True)
+        self.ListAudit = channel.unary_unary(
+                '/pulse.v1.Pulse/ListAudit',
+                request_serializer=pulse_dot_v1_dot_pulse__pb2.ListAuditRequest.SerializeToString,
+                response_deserializer=pulse_dot_v1_dot_pulse__pb2.ListAuditResponse.FromString,
+                _registered_method=True)
 
 
 class PulseServicer:
@@ -142,6 +222,134 @@ class PulseServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def RequeueJobs(self, request, context):
+        """Requeues every dead-lettered or canceled job matching the filter,
+        server-side, in batches of one transaction each. Streams progress after
+        each batch; with dry_run it only counts the matching jobs. Audited.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListDeadLetterGroups(self, request, context):
+        """Dead-lettered jobs grouped by topic and error signature, over every
+        matching job, largest group first.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Throughput(self, request, context):
+        """Jobs finished per minute (completed and dead-lettered) over a recent
+        window, oldest minute first, at the database's clock.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def PutSchedule(self, request, context):
+        """--- Schedules ------------------------------------------------------------
+
+        Creates the schedule, or updates the one with the same name in place (an
+        application declares its schedules on every start). When the rule is
+        unchanged the cadence continues untouched; a changed rule restarts it
+        from now. Audited.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetSchedule(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListSchedules(self, request, context):
+        """By name.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def PauseSchedule(self, request, context):
+        """A paused schedule fires nothing; resuming follows its missed-runs policy
+        for the occurrences it missed meanwhile. Both audited.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ResumeSchedule(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DeleteSchedule(self, request, context):
+        """Jobs it already produced are kept. Audited.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListOccurrences(self, request, context):
+        """What the schedule fired, newest first: when, which job, what became of it.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def PreviewSchedule(self, request, context):
+        """The next fire times of a stored schedule (by name) or of a rule.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def PauseDispatch(self, request, context):
+        """--- The dispatch pause ---------------------------------------------------
+
+        Stops handing out jobs, for all topics or for one. Submits, schedule
+        firings, results and heartbeats go on. Once this returns, no replica
+        hands out another job of the paused scope. Pausing a paused scope
+        updates its reason. Audited.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ResumeDispatch(self, request, context):
+        """Resuming a scope that is not paused changes nothing. Audited.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetDispatchStatus(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def WhoAmI(self, request, context):
+        """--- Identity and audit ---------------------------------------------------
+
+        Whether the server requires credentials and, when the call carried
+        valid ones, whose they are. Answers without credentials; wrong
+        credentials fail with UNAUTHENTICATED.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListAudit(self, request, context):
+        """Operator actions, newest first.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_PulseServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -184,6 +392,86 @@ def add_PulseServicer_to_server(servicer, server):
                     servicer.Stats,
                     request_deserializer=pulse_dot_v1_dot_pulse__pb2.StatsRequest.FromString,
                     response_serializer=pulse_dot_v1_dot_pulse__pb2.StatsResponse.SerializeToString,
+            ),
+            'RequeueJobs': grpc.unary_stream_rpc_method_handler(
+                    servicer.RequeueJobs,
+                    request_deserializer=pulse_dot_v1_dot_pulse__pb2.RequeueJobsRequest.FromString,
+                    response_serializer=pulse_dot_v1_dot_pulse__pb2.RequeueJobsProgress.SerializeToString,
+            ),
+            'ListDeadLetterGroups': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListDeadLetterGroups,
+                    request_deserializer=pulse_dot_v1_dot_pulse__pb2.ListDeadLetterGroupsRequest.FromString,
+                    response_serializer=pulse_dot_v1_dot_pulse__pb2.ListDeadLetterGroupsResponse.SerializeToString,
+            ),
+            'Throughput': grpc.unary_unary_rpc_method_handler(
+                    servicer.Throughput,
+                    request_deserializer=pulse_dot_v1_dot_pulse__pb2.ThroughputRequest.FromString,
+                    response_serializer=pulse_dot_v1_dot_pulse__pb2.ThroughputResponse.SerializeToString,
+            ),
+            'PutSchedule': grpc.unary_unary_rpc_method_handler(
+                    servicer.PutSchedule,
+                    request_deserializer=pulse_dot_v1_dot_pulse__pb2.PutScheduleRequest.FromString,
+                    response_serializer=pulse_dot_v1_dot_pulse__pb2.PutScheduleResponse.SerializeToString,
+            ),
+            'GetSchedule': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetSchedule,
+                    request_deserializer=pulse_dot_v1_dot_pulse__pb2.GetScheduleRequest.FromString,
+                    response_serializer=pulse_dot_v1_dot_pulse__pb2.Schedule.SerializeToString,
+            ),
+            'ListSchedules': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListSchedules,
+                    request_deserializer=pulse_dot_v1_dot_pulse__pb2.ListSchedulesRequest.FromString,
+                    response_serializer=pulse_dot_v1_dot_pulse__pb2.ListSchedulesResponse.SerializeToString,
+            ),
+            'PauseSchedule': grpc.unary_unary_rpc_method_handler(
+                    servicer.PauseSchedule,
+                    request_deserializer=pulse_dot_v1_dot_pulse__pb2.PauseScheduleRequest.FromString,
+                    response_serializer=pulse_dot_v1_dot_pulse__pb2.Schedule.SerializeToString,
+            ),
+            'ResumeSchedule': grpc.unary_unary_rpc_method_handler(
+                    servicer.ResumeSchedule,
+                    request_deserializer=pulse_dot_v1_dot_pulse__pb2.ResumeScheduleRequest.FromString,
+                    response_serializer=pulse_dot_v1_dot_pulse__pb2.Schedule.SerializeToString,
+            ),
+            'DeleteSchedule': grpc.unary_unary_rpc_method_handler(
+                    servicer.DeleteSchedule,
+                    request_deserializer=pulse_dot_v1_dot_pulse__pb2.DeleteScheduleRequest.FromString,
+                    response_serializer=pulse_dot_v1_dot_pulse__pb2.DeleteScheduleResponse.SerializeToString,
+            ),
+            'ListOccurrences': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListOccurrences,
+                    request_deserializer=pulse_dot_v1_dot_pulse__pb2.ListOccurrencesRequest.FromString,
+                    response_serializer=pulse_dot_v1_dot_pulse__pb2.ListOccurrencesResponse.SerializeToString,
+            ),
+            'PreviewSchedule': grpc.unary_unary_rpc_method_handler(
+                    servicer.PreviewSchedule,
+                    request_deserializer=pulse_dot_v1_dot_pulse__pb2.PreviewScheduleRequest.FromString,
+                    response_serializer=pulse_dot_v1_dot_pulse__pb2.PreviewScheduleResponse.SerializeToString,
+            ),
+            'PauseDispatch': grpc.unary_unary_rpc_method_handler(
+                    servicer.PauseDispatch,
+                    request_deserializer=pulse_dot_v1_dot_pulse__pb2.PauseDispatchRequest.FromString,
+                    response_serializer=pulse_dot_v1_dot_pulse__pb2.DispatchStatus.SerializeToString,
+            ),
+            'ResumeDispatch': grpc.unary_unary_rpc_method_handler(
+                    servicer.ResumeDispatch,
+                    request_deserializer=pulse_dot_v1_dot_pulse__pb2.ResumeDispatchRequest.FromString,
+                    response_serializer=pulse_dot_v1_dot_pulse__pb2.DispatchStatus.SerializeToString,
+            ),
+            'GetDispatchStatus': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetDispatchStatus,
+                    request_deserializer=pulse_dot_v1_dot_pulse__pb2.GetDispatchStatusRequest.FromString,
+                    response_serializer=pulse_dot_v1_dot_pulse__pb2.DispatchStatus.SerializeToString,
+            ),
+            'WhoAmI': grpc.unary_unary_rpc_method_handler(
+                    servicer.WhoAmI,
+                    request_deserializer=pulse_dot_v1_dot_pulse__pb2.WhoAmIRequest.FromString,
+                    response_serializer=pulse_dot_v1_dot_pulse__pb2.WhoAmIResponse.SerializeToString,
+            ),
+            'ListAudit': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListAudit,
+                    request_deserializer=pulse_dot_v1_dot_pulse__pb2.ListAuditRequest.FromString,
+                    response_serializer=pulse_dot_v1_dot_pulse__pb2.ListAuditResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -402,6 +690,438 @@ class Pulse:
             '/pulse.v1.Pulse/Stats',
             pulse_dot_v1_dot_pulse__pb2.StatsRequest.SerializeToString,
             pulse_dot_v1_dot_pulse__pb2.StatsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RequeueJobs(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/pulse.v1.Pulse/RequeueJobs',
+            pulse_dot_v1_dot_pulse__pb2.RequeueJobsRequest.SerializeToString,
+            pulse_dot_v1_dot_pulse__pb2.RequeueJobsProgress.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListDeadLetterGroups(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/pulse.v1.Pulse/ListDeadLetterGroups',
+            pulse_dot_v1_dot_pulse__pb2.ListDeadLetterGroupsRequest.SerializeToString,
+            pulse_dot_v1_dot_pulse__pb2.ListDeadLetterGroupsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Throughput(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/pulse.v1.Pulse/Throughput',
+            pulse_dot_v1_dot_pulse__pb2.ThroughputRequest.SerializeToString,
+            pulse_dot_v1_dot_pulse__pb2.ThroughputResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def PutSchedule(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/pulse.v1.Pulse/PutSchedule',
+            pulse_dot_v1_dot_pulse__pb2.PutScheduleRequest.SerializeToString,
+            pulse_dot_v1_dot_pulse__pb2.PutScheduleResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetSchedule(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/pulse.v1.Pulse/GetSchedule',
+            pulse_dot_v1_dot_pulse__pb2.GetScheduleRequest.SerializeToString,
+            pulse_dot_v1_dot_pulse__pb2.Schedule.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListSchedules(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/pulse.v1.Pulse/ListSchedules',
+            pulse_dot_v1_dot_pulse__pb2.ListSchedulesRequest.SerializeToString,
+            pulse_dot_v1_dot_pulse__pb2.ListSchedulesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def PauseSchedule(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/pulse.v1.Pulse/PauseSchedule',
+            pulse_dot_v1_dot_pulse__pb2.PauseScheduleRequest.SerializeToString,
+            pulse_dot_v1_dot_pulse__pb2.Schedule.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ResumeSchedule(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/pulse.v1.Pulse/ResumeSchedule',
+            pulse_dot_v1_dot_pulse__pb2.ResumeScheduleRequest.SerializeToString,
+            pulse_dot_v1_dot_pulse__pb2.Schedule.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DeleteSchedule(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/pulse.v1.Pulse/DeleteSchedule',
+            pulse_dot_v1_dot_pulse__pb2.DeleteScheduleRequest.SerializeToString,
+            pulse_dot_v1_dot_pulse__pb2.DeleteScheduleResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListOccurrences(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/pulse.v1.Pulse/ListOccurrences',
+            pulse_dot_v1_dot_pulse__pb2.ListOccurrencesRequest.SerializeToString,
+            pulse_dot_v1_dot_pulse__pb2.ListOccurrencesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def PreviewSchedule(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/pulse.v1.Pulse/PreviewSchedule',
+            pulse_dot_v1_dot_pulse__pb2.PreviewScheduleRequest.SerializeToString,
+            pulse_dot_v1_dot_pulse__pb2.PreviewScheduleResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def PauseDispatch(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/pulse.v1.Pulse/PauseDispatch',
+            pulse_dot_v1_dot_pulse__pb2.PauseDispatchRequest.SerializeToString,
+            pulse_dot_v1_dot_pulse__pb2.DispatchStatus.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ResumeDispatch(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/pulse.v1.Pulse/ResumeDispatch',
+            pulse_dot_v1_dot_pulse__pb2.ResumeDispatchRequest.SerializeToString,
+            pulse_dot_v1_dot_pulse__pb2.DispatchStatus.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetDispatchStatus(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/pulse.v1.Pulse/GetDispatchStatus',
+            pulse_dot_v1_dot_pulse__pb2.GetDispatchStatusRequest.SerializeToString,
+            pulse_dot_v1_dot_pulse__pb2.DispatchStatus.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def WhoAmI(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/pulse.v1.Pulse/WhoAmI',
+            pulse_dot_v1_dot_pulse__pb2.WhoAmIRequest.SerializeToString,
+            pulse_dot_v1_dot_pulse__pb2.WhoAmIResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListAudit(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/pulse.v1.Pulse/ListAudit',
+            pulse_dot_v1_dot_pulse__pb2.ListAuditRequest.SerializeToString,
+            pulse_dot_v1_dot_pulse__pb2.ListAuditResponse.FromString,
             options,
             channel_credentials,
             insecure,

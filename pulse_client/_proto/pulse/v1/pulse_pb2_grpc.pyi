@@ -68,6 +68,61 @@ class PulseStub:
     """
     Stats: _grpc.UnaryUnaryMultiCallable[_pulse_pb2.StatsRequest, _pulse_pb2.StatsResponse]
     """Job counts per topic and status, and the oldest job waiting for a worker."""
+    RequeueJobs: _grpc.UnaryStreamMultiCallable[_pulse_pb2.RequeueJobsRequest, _pulse_pb2.RequeueJobsProgress]
+    """Requeues every dead-lettered or canceled job matching the filter,
+    server-side, in batches of one transaction each. Streams progress after
+    each batch; with dry_run it only counts the matching jobs. Audited.
+    """
+    ListDeadLetterGroups: _grpc.UnaryUnaryMultiCallable[_pulse_pb2.ListDeadLetterGroupsRequest, _pulse_pb2.ListDeadLetterGroupsResponse]
+    """Dead-lettered jobs grouped by topic and error signature, over every
+    matching job, largest group first.
+    """
+    Throughput: _grpc.UnaryUnaryMultiCallable[_pulse_pb2.ThroughputRequest, _pulse_pb2.ThroughputResponse]
+    """Jobs finished per minute (completed and dead-lettered) over a recent
+    window, oldest minute first, at the database's clock.
+    """
+    PutSchedule: _grpc.UnaryUnaryMultiCallable[_pulse_pb2.PutScheduleRequest, _pulse_pb2.PutScheduleResponse]
+    """--- Schedules ------------------------------------------------------------
+
+    Creates the schedule, or updates the one with the same name in place (an
+    application declares its schedules on every start). When the rule is
+    unchanged the cadence continues untouched; a changed rule restarts it
+    from now. Audited.
+    """
+    GetSchedule: _grpc.UnaryUnaryMultiCallable[_pulse_pb2.GetScheduleRequest, _pulse_pb2.Schedule]
+    ListSchedules: _grpc.UnaryUnaryMultiCallable[_pulse_pb2.ListSchedulesRequest, _pulse_pb2.ListSchedulesResponse]
+    """By name."""
+    PauseSchedule: _grpc.UnaryUnaryMultiCallable[_pulse_pb2.PauseScheduleRequest, _pulse_pb2.Schedule]
+    """A paused schedule fires nothing; resuming follows its missed-runs policy
+    for the occurrences it missed meanwhile. Both audited.
+    """
+    ResumeSchedule: _grpc.UnaryUnaryMultiCallable[_pulse_pb2.ResumeScheduleRequest, _pulse_pb2.Schedule]
+    DeleteSchedule: _grpc.UnaryUnaryMultiCallable[_pulse_pb2.DeleteScheduleRequest, _pulse_pb2.DeleteScheduleResponse]
+    """Jobs it already produced are kept. Audited."""
+    ListOccurrences: _grpc.UnaryUnaryMultiCallable[_pulse_pb2.ListOccurrencesRequest, _pulse_pb2.ListOccurrencesResponse]
+    """What the schedule fired, newest first: when, which job, what became of it."""
+    PreviewSchedule: _grpc.UnaryUnaryMultiCallable[_pulse_pb2.PreviewScheduleRequest, _pulse_pb2.PreviewScheduleResponse]
+    """The next fire times of a stored schedule (by name) or of a rule."""
+    PauseDispatch: _grpc.UnaryUnaryMultiCallable[_pulse_pb2.PauseDispatchRequest, _pulse_pb2.DispatchStatus]
+    """--- The dispatch pause ---------------------------------------------------
+
+    Stops handing out jobs, for all topics or for one. Submits, schedule
+    firings, results and heartbeats go on. Once this returns, no replica
+    hands out another job of the paused scope. Pausing a paused scope
+    updates its reason. Audited.
+    """
+    ResumeDispatch: _grpc.UnaryUnaryMultiCallable[_pulse_pb2.ResumeDispatchRequest, _pulse_pb2.DispatchStatus]
+    """Resuming a scope that is not paused changes nothing. Audited."""
+    GetDispatchStatus: _grpc.UnaryUnaryMultiCallable[_pulse_pb2.GetDispatchStatusRequest, _pulse_pb2.DispatchStatus]
+    WhoAmI: _grpc.UnaryUnaryMultiCallable[_pulse_pb2.WhoAmIRequest, _pulse_pb2.WhoAmIResponse]
+    """--- Identity and audit ---------------------------------------------------
+
+    Whether the server requires credentials and, when the call carried
+    valid ones, whose they are. Answers without credentials; wrong
+    credentials fail with UNAUTHENTICATED.
+    """
+    ListAudit: _grpc.UnaryUnaryMultiCallable[_pulse_pb2.ListAuditRequest, _pulse_pb2.ListAuditResponse]
+    """Operator actions, newest first."""
 
 @_typing.type_check_only
 class PulseAsyncStub(PulseStub):
@@ -99,6 +154,61 @@ class PulseAsyncStub(PulseStub):
     """
     Stats: _aio.UnaryUnaryMultiCallable[_pulse_pb2.StatsRequest, _pulse_pb2.StatsResponse]  # type: ignore[assignment]
     """Job counts per topic and status, and the oldest job waiting for a worker."""
+    RequeueJobs: _aio.UnaryStreamMultiCallable[_pulse_pb2.RequeueJobsRequest, _pulse_pb2.RequeueJobsProgress]  # type: ignore[assignment]
+    """Requeues every dead-lettered or canceled job matching the filter,
+    server-side, in batches of one transaction each. Streams progress after
+    each batch; with dry_run it only counts the matching jobs. Audited.
+    """
+    ListDeadLetterGroups: _aio.UnaryUnaryMultiCallable[_pulse_pb2.ListDeadLetterGroupsRequest, _pulse_pb2.ListDeadLetterGroupsResponse]  # type: ignore[assignment]
+    """Dead-lettered jobs grouped by topic and error signature, over every
+    matching job, largest group first.
+    """
+    Throughput: _aio.UnaryUnaryMultiCallable[_pulse_pb2.ThroughputRequest, _pulse_pb2.ThroughputResponse]  # type: ignore[assignment]
+    """Jobs finished per minute (completed and dead-lettered) over a recent
+    window, oldest minute first, at the database's clock.
+    """
+    PutSchedule: _aio.UnaryUnaryMultiCallable[_pulse_pb2.PutScheduleRequest, _pulse_pb2.PutScheduleResponse]  # type: ignore[assignment]
+    """--- Schedules ------------------------------------------------------------
+
+    Creates the schedule, or updates the one with the same name in place (an
+    application declares its schedules on every start). When the rule is
+    unchanged the cadence continues untouched; a changed rule restarts it
+    from now. Audited.
+    """
+    GetSchedule: _aio.UnaryUnaryMultiCallable[_pulse_pb2.GetScheduleRequest, _pulse_pb2.Schedule]  # type: ignore[assignment]
+    ListSchedules: _aio.UnaryUnaryMultiCallable[_pulse_pb2.ListSchedulesRequest, _pulse_pb2.ListSchedulesResponse]  # type: ignore[assignment]
+    """By name."""
+    PauseSchedule: _aio.UnaryUnaryMultiCallable[_pulse_pb2.PauseScheduleRequest, _pulse_pb2.Schedule]  # type: ignore[assignment]
+    """A paused schedule fires nothing; resuming follows its missed-runs policy
+    for the occurrences it missed meanwhile. Both audited.
+    """
+    ResumeSchedule: _aio.UnaryUnaryMultiCallable[_pulse_pb2.ResumeScheduleRequest, _pulse_pb2.Schedule]  # type: ignore[assignment]
+    DeleteSchedule: _aio.UnaryUnaryMultiCallable[_pulse_pb2.DeleteScheduleRequest, _pulse_pb2.DeleteScheduleResponse]  # type: ignore[assignment]
+    """Jobs it already produced are kept. Audited."""
+    ListOccurrences: _aio.UnaryUnaryMultiCallable[_pulse_pb2.ListOccurrencesRequest, _pulse_pb2.ListOccurrencesResponse]  # type: ignore[assignment]
+    """What the schedule fired, newest first: when, which job, what became of it."""
+    PreviewSchedule: _aio.UnaryUnaryMultiCallable[_pulse_pb2.PreviewScheduleRequest, _pulse_pb2.PreviewScheduleResponse]  # type: ignore[assignment]
+    """The next fire times of a stored schedule (by name) or of a rule."""
+    PauseDispatch: _aio.UnaryUnaryMultiCallable[_pulse_pb2.PauseDispatchRequest, _pulse_pb2.DispatchStatus]  # type: ignore[assignment]
+    """--- The dispatch pause ---------------------------------------------------
+
+    Stops handing out jobs, for all topics or for one. Submits, schedule
+    firings, results and heartbeats go on. Once this returns, no replica
+    hands out another job of the paused scope. Pausing a paused scope
+    updates its reason. Audited.
+    """
+    ResumeDispatch: _aio.UnaryUnaryMultiCallable[_pulse_pb2.ResumeDispatchRequest, _pulse_pb2.DispatchStatus]  # type: ignore[assignment]
+    """Resuming a scope that is not paused changes nothing. Audited."""
+    GetDispatchStatus: _aio.UnaryUnaryMultiCallable[_pulse_pb2.GetDispatchStatusRequest, _pulse_pb2.DispatchStatus]  # type: ignore[assignment]
+    WhoAmI: _aio.UnaryUnaryMultiCallable[_pulse_pb2.WhoAmIRequest, _pulse_pb2.WhoAmIResponse]  # type: ignore[assignment]
+    """--- Identity and audit ---------------------------------------------------
+
+    Whether the server requires credentials and, when the call carried
+    valid ones, whose they are. Answers without credentials; wrong
+    credentials fail with UNAUTHENTICATED.
+    """
+    ListAudit: _aio.UnaryUnaryMultiCallable[_pulse_pb2.ListAuditRequest, _pulse_pb2.ListAuditResponse]  # type: ignore[assignment]
+    """Operator actions, newest first."""
 
 class PulseServicer(metaclass=_abc_1.ABCMeta):
     @_abc_1.abstractmethod
@@ -175,5 +285,156 @@ class PulseServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_pulse_pb2.StatsResponse, _abc.Awaitable[_pulse_pb2.StatsResponse]]:
         """Job counts per topic and status, and the oldest job waiting for a worker."""
+
+    @_abc_1.abstractmethod
+    def RequeueJobs(
+        self,
+        request: _pulse_pb2.RequeueJobsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_abc.Iterator[_pulse_pb2.RequeueJobsProgress], _abc.AsyncIterator[_pulse_pb2.RequeueJobsProgress]]:
+        """Requeues every dead-lettered or canceled job matching the filter,
+        server-side, in batches of one transaction each. Streams progress after
+        each batch; with dry_run it only counts the matching jobs. Audited.
+        """
+
+    @_abc_1.abstractmethod
+    def ListDeadLetterGroups(
+        self,
+        request: _pulse_pb2.ListDeadLetterGroupsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_pulse_pb2.ListDeadLetterGroupsResponse, _abc.Awaitable[_pulse_pb2.ListDeadLetterGroupsResponse]]:
+        """Dead-lettered jobs grouped by topic and error signature, over every
+        matching job, largest group first.
+        """
+
+    @_abc_1.abstractmethod
+    def Throughput(
+        self,
+        request: _pulse_pb2.ThroughputRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_pulse_pb2.ThroughputResponse, _abc.Awaitable[_pulse_pb2.ThroughputResponse]]:
+        """Jobs finished per minute (completed and dead-lettered) over a recent
+        window, oldest minute first, at the database's clock.
+        """
+
+    @_abc_1.abstractmethod
+    def PutSchedule(
+        self,
+        request: _pulse_pb2.PutScheduleRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_pulse_pb2.PutScheduleResponse, _abc.Awaitable[_pulse_pb2.PutScheduleResponse]]:
+        """--- Schedules ------------------------------------------------------------
+
+        Creates the schedule, or updates the one with the same name in place (an
+        application declares its schedules on every start). When the rule is
+        unchanged the cadence continues untouched; a changed rule restarts it
+        from now. Audited.
+        """
+
+    @_abc_1.abstractmethod
+    def GetSchedule(
+        self,
+        request: _pulse_pb2.GetScheduleRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_pulse_pb2.Schedule, _abc.Awaitable[_pulse_pb2.Schedule]]: ...
+
+    @_abc_1.abstractmethod
+    def ListSchedules(
+        self,
+        request: _pulse_pb2.ListSchedulesRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_pulse_pb2.ListSchedulesResponse, _abc.Awaitable[_pulse_pb2.ListSchedulesResponse]]:
+        """By name."""
+
+    @_abc_1.abstractmethod
+    def PauseSchedule(
+        self,
+        request: _pulse_pb2.PauseScheduleRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_pulse_pb2.Schedule, _abc.Awaitable[_pulse_pb2.Schedule]]:
+        """A paused schedule fires nothing; resuming follows its missed-runs policy
+        for the occurrences it missed meanwhile. Both audited.
+        """
+
+    @_abc_1.abstractmethod
+    def ResumeSchedule(
+        self,
+        request: _pulse_pb2.ResumeScheduleRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_pulse_pb2.Schedule, _abc.Awaitable[_pulse_pb2.Schedule]]: ...
+
+    @_abc_1.abstractmethod
+    def DeleteSchedule(
+        self,
+        request: _pulse_pb2.DeleteScheduleRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_pulse_pb2.DeleteScheduleResponse, _abc.Awaitable[_pulse_pb2.DeleteScheduleResponse]]:
+        """Jobs it already produced are kept. Audited."""
+
+    @_abc_1.abstractmethod
+    def ListOccurrences(
+        self,
+        request: _pulse_pb2.ListOccurrencesRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_pulse_pb2.ListOccurrencesResponse, _abc.Awaitable[_pulse_pb2.ListOccurrencesResponse]]:
+        """What the schedule fired, newest first: when, which job, what became of it."""
+
+    @_abc_1.abstractmethod
+    def PreviewSchedule(
+        self,
+        request: _pulse_pb2.PreviewScheduleRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_pulse_pb2.PreviewScheduleResponse, _abc.Awaitable[_pulse_pb2.PreviewScheduleResponse]]:
+        """The next fire times of a stored schedule (by name) or of a rule."""
+
+    @_abc_1.abstractmethod
+    def PauseDispatch(
+        self,
+        request: _pulse_pb2.PauseDispatchRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_pulse_pb2.DispatchStatus, _abc.Awaitable[_pulse_pb2.DispatchStatus]]:
+        """--- The dispatch pause ---------------------------------------------------
+
+        Stops handing out jobs, for all topics or for one. Submits, schedule
+        firings, results and heartbeats go on. Once this returns, no replica
+        hands out another job of the paused scope. Pausing a paused scope
+        updates its reason. Audited.
+        """
+
+    @_abc_1.abstractmethod
+    def ResumeDispatch(
+        self,
+        request: _pulse_pb2.ResumeDispatchRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_pulse_pb2.DispatchStatus, _abc.Awaitable[_pulse_pb2.DispatchStatus]]:
+        """Resuming a scope that is not paused changes nothing. Audited."""
+
+    @_abc_1.abstractmethod
+    def GetDispatchStatus(
+        self,
+        request: _pulse_pb2.GetDispatchStatusRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_pulse_pb2.DispatchStatus, _abc.Awaitable[_pulse_pb2.DispatchStatus]]: ...
+
+    @_abc_1.abstractmethod
+    def WhoAmI(
+        self,
+        request: _pulse_pb2.WhoAmIRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_pulse_pb2.WhoAmIResponse, _abc.Awaitable[_pulse_pb2.WhoAmIResponse]]:
+        """--- Identity and audit ---------------------------------------------------
+
+        Whether the server requires credentials and, when the call carried
+        valid ones, whose they are. Answers without credentials; wrong
+        credentials fail with UNAUTHENTICATED.
+        """
+
+    @_abc_1.abstractmethod
+    def ListAudit(
+        self,
+        request: _pulse_pb2.ListAuditRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_pulse_pb2.ListAuditResponse, _abc.Awaitable[_pulse_pb2.ListAuditResponse]]:
+        """Operator actions, newest first."""
 
 def add_PulseServicer_to_server(servicer: PulseServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
