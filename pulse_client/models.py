@@ -194,3 +194,135 @@ def _when(message: Any, field: str) -> datetime.datetime | None:
         return None
     ts: timestamp_pb2.Timestamp = getattr(message, field)
     return ts.ToDatetime(tzinfo=datetime.UTC)
+
+
+@dataclasses.dataclass(frozen=True)
+class DispatchPause:
+    """One paused scope: every topic (``topic`` None) or one topic."""
+
+    topic: str | None
+    reason: str
+    paused_by: str
+    paused_at: datetime.datetime | None
+
+    @classmethod
+    def from_proto(cls, pause: pb.DispatchPause) -> DispatchPause:
+        return cls(
+            topic=pause.topic or None,
+            reason=pause.reason,
+            paused_by=pause.paused_by,
+            paused_at=_when(pause, "paused_at"),
+        )
+
+
+@dataclasses.dataclass(frozen=True)
+class DispatchStatus:
+    """The dispatch pause: ``paused`` when every topic is paused (``all``
+    says by whom and why); ``topics`` lists the topics paused on their own."""
+
+    paused: bool
+    all: DispatchPause | None
+    topics: list[DispatchPause]
+
+    def is_paused(self, topic: str) -> bool:
+        """Whether jobs of ``topic`` are held back now."""
+        return self.paused or any(p.topic == topic for p in self.topics)
+
+    @classmethod
+    def from_proto(cls, status: pb.DispatchStatus) -> DispatchStatus:
+        return cls(
+            paused=status.paused,
+            all=DispatchPause.from_proto(status.all) if status.paused else None,
+            topics=[DispatchPause.from_proto(p) for p in status.topics],
+        )
+
+
+@dataclasses.dataclass(frozen=True)
+class Identity:
+    """What the server makes of this client's credentials."""
+
+    auth_required: bool
+    authenticated: bool
+    user: str
+    role: str
+
+
+@dataclasses.dataclass(frozen=True)
+class AuditEntry:
+    """One operator action."""
+
+    id: int
+    at: datetime.datetime | None
+    user: str
+    action: str
+    target: str
+    detail: dict[str, Any]
+    peer: str
+
+    @classmethod
+    def from_proto(cls, entry: pb.AuditEntry) -> AuditEntry:
+        try:
+            detail = json.loads(entry.detail) if entry.detail else {}
+        except ValueError:
+            detail = {"raw": entry.detail}
+        return cls(
+            id=entry.id,
+            at=_when(entry, "at"),
+            user=entry.user,
+            action=entry.action,
+            target=entry.target,
+            detail=detail,
+            peer=entry.peer,
+        )
+
+
+@dataclasses.dataclass(frozen=True)
+class AuditPage:
+    """One page of ``Pulse.list_audit``; pass ``next_page_token`` for the next."""
+
+    entries: list[AuditEntry]
+    next_page_token: str
+
+
+@dataclasses.dataclass(frozen=True)
+class RequeueProgress:
+    """How far a bulk requeue got: ``matched`` when it started, ``requeued``
+    so far (0 on a dry run)."""
+
+    matched: int
+    requeued: int
+    done: bool
+
+
+@dataclasses.dataclass(frozen=True)
+class DeadLetterGroup:
+    """Dead-lettered jobs of one topic whose errors share a signature."""
+
+    topic: str
+    error_signature: str
+    sample_error: str
+    sample_job_id: str
+    count: int
+    first_seen: datetime.datetime | None
+    last_seen: datetime.datetime | None
+
+    @classmethod
+    def from_proto(cls, group: pb.DeadLetterGroup) -> DeadLetterGroup:
+        return cls(
+            topic=group.topic,
+            error_signature=group.error_signature,
+            sample_error=group.sample_error,
+            sample_job_id=group.sample_job_id,
+            count=group.count,
+            first_seen=_when(group, "first_seen"),
+            last_seen=_when(group, "last_seen"),
+        )
+
+
+@dataclasses.dataclass(frozen=True)
+class ThroughputBucket:
+    """Jobs that finished in one minute."""
+
+    minute: datetime.datetime | None
+    completed: int
+    dead_lettered: int
