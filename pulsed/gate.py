@@ -15,6 +15,7 @@ scope.
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Callable
 
 from pulse_client._proto.pulse.v1 import pulse_pb2 as pb
@@ -123,14 +124,22 @@ class PauseGate(BackgroundLoop):
     ) -> None:
         super().__init__(db, config)
         self._on_change = on_change
+        self._refresh_lock = threading.Lock()
         self.paused: frozenset[str] = frozenset()
 
     def step(self) -> float:
-        with self.db.transaction() as cur:
-            cur.execute(PAUSED_SCOPES)
-            paused = frozenset(row[0] for row in cur.fetchall())
-        if paused != self.paused:
-            log.info("dispatch.gate paused=%s", ",".join(sorted(paused)) or "nothing")
-            self.paused = paused
-            self._on_change(paused)
+        self.refresh()
         return self.config.gate_poll_seconds
+
+    def refresh(self) -> None:
+        """Re-read the rows now; safe from any thread."""
+        with self._refresh_lock:
+            with self.db.transaction() as cur:
+                cur.execute(PAUSED_SCOPES)
+                paused = frozenset(row[0] for row in cur.fetchall())
+            if paused != self.paused:
+                log.info(
+                    "dispatch.gate paused=%s", ",".join(sorted(paused)) or "nothing"
+                )
+                self.paused = paused
+                self._on_change(paused)

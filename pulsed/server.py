@@ -136,7 +136,7 @@ class Server:
         self.notifier.start()
         # Come up paused if dispatch is paused (the claim checks anyway;
         # this spares the claims that could not succeed).
-        self.gate.step()
+        self.gate.refresh()
         self.dispatcher.start()
         for loop in self._loops():
             loop.start()

@@ -464,7 +464,8 @@ class PulseService(pulse_pb2_grpc.PulseServicer):
                 cur, caller, "dispatch.pause", scope, {"reason": request.reason}
             )
             answer = gate.status(cur)
-        self.pause_gate.wake()
+        # This replica follows at once; the others within a gate poll.
+        self.pause_gate.refresh()
         log.info("dispatch.paused scope=%s user=%s", scope, caller.user)
         return answer
 
@@ -479,7 +480,8 @@ class PulseService(pulse_pb2_grpc.PulseServicer):
                 cur, caller, "dispatch.resume", scope, {"was_paused": was_paused}
             )
             answer = gate.status(cur)
-        self.pause_gate.wake()
+        # This replica follows at once; the others within a gate poll.
+        self.pause_gate.refresh()
         log.info("dispatch.resumed scope=%s user=%s", scope, caller.user)
         return answer
 
