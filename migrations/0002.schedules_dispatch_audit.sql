@@ -1,10 +1,13 @@
 -- Schedules and their occurrences, the durable dispatch pause, the audit log.
 -- depends: 0001.jobs
 
--- One row per schedule. The rule is one of: at (a one-shot, also what After
--- resolves to), every_ms (an interval anchored at start_at), cron (with a
--- time zone). next_fire_at is the next occurrence not yet fired; NULL when
--- nothing more will fire.
+-- One row per schedule. The rule is one of: at (a one-shot at at_time, also
+-- what After resolves to: then after_ms is set), every (every_ms, anchored
+-- at start_at), cron (with a time zone). next_fire_at is the next occurrence
+-- not yet fired; NULL when nothing more will fire. The last_* columns and
+-- fired_count describe what it fired (its occurrence rows are pruned).
+-- resumed_at is when it was last resumed: occurrences due before then came
+-- due while it was paused, and count as missed.
 CREATE TABLE schedules (
     id              uuid PRIMARY KEY,
     name            text NOT NULL,
@@ -23,7 +26,11 @@ CREATE TABLE schedules (
     missed_runs     text NOT NULL DEFAULT 'one',
     max_catch_up    integer NOT NULL DEFAULT 100,
     paused_at       timestamptz,
+    resumed_at      timestamptz,
     next_fire_at    timestamptz,
+    last_occurrence timestamptz,
+    last_job_id     uuid,
+    fired_count     bigint NOT NULL DEFAULT 0,
     created_at      timestamptz NOT NULL DEFAULT now(),
     updated_at      timestamptz NOT NULL DEFAULT now(),
     CONSTRAINT schedules_name_key UNIQUE (name),
@@ -31,7 +38,8 @@ CREATE TABLE schedules (
     CONSTRAINT schedules_missed_runs_check CHECK (missed_runs IN ('one', 'skip', 'all')),
     CONSTRAINT schedules_priority_check CHECK (priority BETWEEN -1000 AND 1000),
     CONSTRAINT schedules_max_attempts_check CHECK (max_attempts BETWEEN 1 AND 1000),
-    CONSTRAINT schedules_every_check CHECK (every_ms IS NULL OR every_ms > 0)
+    CONSTRAINT schedules_every_check CHECK (every_ms IS NULL OR every_ms > 0),
+    CONSTRAINT schedules_max_catch_up_check CHECK (max_catch_up BETWEEN 1 AND 1000)
 );
 
 -- The scheduler loop: active schedules by their next occurrence.

@@ -4,23 +4,18 @@ from __future__ import annotations
 
 import datetime
 import logging
-import math
 import os
 import threading
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any, TypeVar
 
-import grpc
-from google.protobuf import timestamp_pb2
-
 from pulse_client._proto.pulse.v1 import pulse_pb2 as pb
+from pulse_client.arguments import check_int, milliseconds, statuses, timestamp
 from pulse_client.connection import DEFAULT_TIMEOUT_SECONDS, Connection, parse_addresses
 from pulse_client.errors import (
     InvalidArgument,
     PulseError,
-    Unavailable,
     error_class,
-    from_rpc_error,
 )
 from pulse_client.handlers import Handler, encode_payload, make_handler
 from pulse_client.ids import new_job_id
@@ -34,20 +29,14 @@ from pulse_client.limits import (
     validate_topic,
 )
 from pulse_client.models import (
-    AuditEntry,
-    AuditPage,
-    DeadLetterGroup,
-    DispatchStatus,
-    Identity,
     Job,
     JobPage,
     JobStatus,
     NewJob,
-    RequeueProgress,
     Stats,
-    ThroughputBucket,
-    status_to_proto,
 )
+from pulse_client.operations import OperatorCalls
+from pulse_client.scheduling import ScheduleCalls
 from pulse_client.submitter import Submitter
 from pulse_client.worker import Runtime, default_worker_id
 
@@ -58,8 +47,6 @@ _F = TypeVar("_F", bound=Callable[..., Any])
 # SubmitJobs calls are kept below the server's message and batch limits.
 _SUBMIT_CHUNK_JOBS = 1000
 _SUBMIT_CHUNK_BYTES = 16 * 1024 * 1024
-# A bulk requeue of a large backlog streams progress for as long as it runs.
-_BULK_TIMEOUT_SECONDS = 3600.0
 
 
 class SubmitRefused(PulseError):
@@ -77,7 +64,7 @@ class SubmitRefused(PulseError):
         self.errors = errors
 
 
-class Pulse:
+class Pulse(OperatorCalls, ScheduleCalls):
     """A client of one pulse deployment, and the worker that runs its handlers.
 
     ``addr`` names one replica (``"host:port"``) or several (a list, or a
@@ -323,16 +310,16 @@ class Pulse:
     ) -> JobPage:
         """One page of jobs, newest first, filtered by status, topic, text in
         the last error (case-insensitive) and creation time (``since``)."""
-        _check_int("limit", limit, 1, MAX_PAGE_SIZE)
+        check_int("limit", limit, 1, MAX_PAGE_SIZE)
         request = pb.ListJobsRequest(
-            statuses=_statuses(status),
+            statuses=statuses(status),
             topic=topic or "",
             page_size=limit,
             page_token=page_token,
             error_contains=error_contains or "",
         )
         if since is not None:
-            request.created_after.CopyFrom(_timestamp(since, "since"))
+            request.created_after.CopyFrom(timestamp(since, "since"))
         response = self._connection.call(
             lambda stub: stub.ListJobs(request, **self._connection.kwargs())
         )
@@ -389,159 +376,6 @@ class Pulse:
         )
         return Stats.from_proto(response)
 
-    def requeue_jobs(
-        self,
-        *,
-        status: JobStatus | str | Iterable[JobStatus | str] | None = None,
-        topic: str | None = None,
-        error_contains: str | None = None,
-        error_signature: str | None = None,
-        since: datetime.datetime | None = None,
-        dry_run: bool = False,
-        on_progress: Callable[[RequeueProgress], None] | None = None,
-    ) -> RequeueProgress:
-        """Requeue every dead-lettered or canceled job matching the filter.
-
-        The server acts on every matching job, a batch per transaction, and
-        reports progress after each batch to ``on_progress``. ``dry_run``
-        only counts them. ``status`` may name dead_lettered and canceled
-        (default: both).
-        """
-        job_filter = pb.JobFilter(
-            statuses=_statuses(status),
-            topic=topic or "",
-            error_contains=error_contains or "",
-            error_signature=error_signature or "",
-        )
-        if since is not None:
-            job_filter.created_after.CopyFrom(_timestamp(since, "since"))
-        request = pb.RequeueJobsRequest(filter=job_filter, dry_run=dry_run)
-        # One replica, no failover midway: the progress already reported
-        # would not add up with a second run's.
-        address, stub = self._connection.stub()
-        last = RequeueProgress(0, 0, False)
-        try:
-            for message in stub.RequeueJobs(
-                request, **self._connection.kwargs(_BULK_TIMEOUT_SECONDS)
-            ):
-                last = RequeueProgress(message.matched, message.requeued, message.done)
-                if on_progress is not None:
-                    on_progress(last)
-        except grpc.RpcError as exc:
-            error = from_rpc_error(exc)
-            if isinstance(error, Unavailable):
-                raise Unavailable(f"server unavailable at {address}: {error}") from exc
-            raise error from None
-        return last
-
-    def dead_letter_groups(
-        self, *, topic: str | None = None, limit: int = 100
-    ) -> list[DeadLetterGroup]:
-        """Dead-lettered jobs grouped by topic and error signature, over every
-        such job, largest group first."""
-        _check_int("limit", limit, 1, MAX_PAGE_SIZE)
-        request = pb.ListDeadLetterGroupsRequest(topic=topic or "", limit=limit)
-        response = self._connection.call(
-            lambda stub: stub.ListDeadLetterGroups(request, **self._connection.kwargs())
-        )
-        return [DeadLetterGroup.from_proto(g) for g in response.groups]
-
-    def throughput(self, *, minutes: int = 60) -> list[ThroughputBucket]:
-        """Completed and dead-lettered jobs per minute, oldest minute first."""
-        _check_int("minutes", minutes, 1, 1440)
-        response = self._connection.call(
-            lambda stub: stub.Throughput(
-                pb.ThroughputRequest(minutes=minutes), **self._connection.kwargs()
-            )
-        )
-        return [
-            ThroughputBucket(
-                minute=b.minute.ToDatetime(tzinfo=datetime.UTC),
-                completed=b.completed,
-                dead_lettered=b.dead_lettered,
-            )
-            for b in response.buckets
-        ]
-
-    # -- the dispatch pause ----------------------------------------------------
-
-    def pause_dispatch(
-        self, reason: str = "", *, topic: str | None = None
-    ) -> DispatchStatus:
-        """Stop handing out jobs (of ``topic``, or of every topic).
-
-        Submits, schedules, results and heartbeats go on; running jobs
-        finish. Once this returns no replica hands out another job of the
-        paused scope. The pause is durable: it outlives server restarts.
-        """
-        if topic is not None:
-            validate_topic(topic)
-        request = pb.PauseDispatchRequest(reason=reason, topic=topic or "")
-        response = self._connection.call(
-            lambda stub: stub.PauseDispatch(request, **self._connection.kwargs())
-        )
-        return DispatchStatus.from_proto(response)
-
-    def resume_dispatch(self, *, topic: str | None = None) -> DispatchStatus:
-        """End the pause of ``topic`` (or the pause of every topic; topics
-        paused on their own stay paused)."""
-        if topic is not None:
-            validate_topic(topic)
-        request = pb.ResumeDispatchRequest(topic=topic or "")
-        response = self._connection.call(
-            lambda stub: stub.ResumeDispatch(request, **self._connection.kwargs())
-        )
-        return DispatchStatus.from_proto(response)
-
-    def dispatch_status(self) -> DispatchStatus:
-        response = self._connection.call(
-            lambda stub: stub.GetDispatchStatus(
-                pb.GetDispatchStatusRequest(), **self._connection.kwargs()
-            )
-        )
-        return DispatchStatus.from_proto(response)
-
-    # -- identity and audit ------------------------------------------------------
-
-    def whoami(self) -> Identity:
-        """Whether the server requires credentials, and whose these are."""
-        response = self._connection.call(
-            lambda stub: stub.WhoAmI(pb.WhoAmIRequest(), **self._connection.kwargs())
-        )
-        return Identity(
-            auth_required=response.auth_required,
-            authenticated=response.authenticated,
-            user=response.user,
-            role=response.role,
-        )
-
-    def list_audit(
-        self,
-        *,
-        user: str | None = None,
-        action: str | None = None,
-        since: datetime.datetime | None = None,
-        until: datetime.datetime | None = None,
-        limit: int = 100,
-        page_token: str = "",
-    ) -> AuditPage:
-        """One page of the audit log, newest first."""
-        _check_int("limit", limit, 1, MAX_PAGE_SIZE)
-        request = pb.ListAuditRequest(
-            user=user or "", action=action or "", page_size=limit, page_token=page_token
-        )
-        if since is not None:
-            request.since.CopyFrom(_timestamp(since, "since"))
-        if until is not None:
-            request.until.CopyFrom(_timestamp(until, "until"))
-        response = self._connection.call(
-            lambda stub: stub.ListAudit(request, **self._connection.kwargs())
-        )
-        return AuditPage(
-            [AuditEntry.from_proto(e) for e in response.entries],
-            response.next_page_token,
-        )
-
 
 def _spec(job: NewJob) -> pb.JobSpec:
     """The wire form of a job; every value checked here, so that a bad one is
@@ -549,68 +383,22 @@ def _spec(job: NewJob) -> pb.JobSpec:
     if job.delay is not None and job.run_at is not None:
         raise InvalidArgument("give delay or run_at, not both")
     validate_topic(job.topic)
-    _check_int("priority", job.priority, -MAX_PRIORITY, MAX_PRIORITY)
+    check_int("priority", job.priority, -MAX_PRIORITY, MAX_PRIORITY)
     if job.max_attempts is not None:
-        _check_int("max_attempts", job.max_attempts, 1, MAX_ATTEMPTS_LIMIT)
+        check_int("max_attempts", job.max_attempts, 1, MAX_ATTEMPTS_LIMIT)
     spec = pb.JobSpec(
         id=job.job_id or new_job_id(),
         topic=job.topic,
         payload=encode_payload(job.args),
         priority=job.priority,
         max_attempts=job.max_attempts or 0,
-        timeout_ms=_milliseconds(job.timeout, "timeout", MAX_TIMEOUT_MS),
+        timeout_ms=milliseconds(job.timeout, "timeout", MAX_TIMEOUT_MS),
     )
     if job.delay is not None:
-        spec.delay_ms = _milliseconds(job.delay, "delay", MAX_DELAY_MS)
+        spec.delay_ms = milliseconds(job.delay, "delay", MAX_DELAY_MS)
     if job.run_at is not None:
-        spec.run_at.CopyFrom(_timestamp(job.run_at, "run_at"))
+        spec.run_at.CopyFrom(timestamp(job.run_at, "run_at"))
     return spec
-
-
-def _timestamp(moment: datetime.datetime, name: str) -> timestamp_pb2.Timestamp:
-    if not isinstance(moment, datetime.datetime):
-        raise InvalidArgument(f"{name} {moment!r} is not a datetime")
-    if moment.tzinfo is None:
-        raise InvalidArgument(
-            f"{name} {moment.isoformat()} has no time zone; pass an aware datetime"
-        )
-    ts = timestamp_pb2.Timestamp()
-    ts.FromDatetime(moment)
-    return ts
-
-
-def _statuses(
-    status: JobStatus | str | Iterable[JobStatus | str] | None,
-) -> list[pb.JobStatus.ValueType]:
-    if status is None:
-        return []
-    if isinstance(status, str):
-        return [status_to_proto(status)]
-    return [status_to_proto(s) for s in status]
-
-
-def _check_int(name: str, value: object, low: int, high: int) -> None:
-    if (
-        isinstance(value, bool)
-        or not isinstance(value, int)
-        or not low <= value <= high
-    ):
-        raise InvalidArgument(f"{name} {value!r} is out of range {low}..{high}")
-
-
-def _milliseconds(
-    value: datetime.timedelta | float | None, name: str, maximum_ms: int
-) -> int:
-    if value is None:
-        return 0
-    seconds = value.total_seconds() if isinstance(value, datetime.timedelta) else value
-    if not isinstance(seconds, int | float) or not math.isfinite(seconds):
-        raise InvalidArgument(f"{name} {value!r} is not a finite number of seconds")
-    if not 0 <= seconds * 1000 <= maximum_ms:
-        raise InvalidArgument(
-            f"{name} of {seconds:g}s is out of range 0..{maximum_ms // 1000}s"
-        )
-    return round(seconds * 1000)
 
 
 def _chunks(

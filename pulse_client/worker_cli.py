@@ -2,7 +2,7 @@
 
 Usage:
   pulse-worker MODULE:OBJECT [--processes=N] [--concurrency=N] [--addr=ADDR]
-               [--grace=SECONDS] [--log-level=LEVEL]
+               [--grace=SECONDS] [--log-level=LEVEL] [--log-format=FORMAT]
   pulse-worker (-h | --help)
 
 Arguments:
@@ -17,6 +17,9 @@ Options:
   --grace=SECONDS    How long running jobs get to finish on SIGTERM
                      (default: the object's own).
   --log-level=LEVEL  DEBUG, INFO, WARNING or ERROR [default: INFO].
+  --log-format=FORMAT
+                     text or json (one JSON object per line); default:
+                     PULSE_LOG_FORMAT, else text.
   -h --help          Show this screen.
 
 SIGTERM or SIGINT drains every process: no new work is taken, running jobs
@@ -40,6 +43,7 @@ from typing import Any
 from docopt import DocoptExit, docopt
 
 from pulse_client.errors import PulseError
+from pulse_client.logs import LOG_FORMATS, configure_logging
 from pulse_client.worker import FATAL_ERRORS
 
 log = logging.getLogger("pulse_client.worker_cli")
@@ -108,7 +112,7 @@ def _child(
 
     signal.signal(signal.SIGTERM, early_stop)
     signal.signal(signal.SIGINT, early_stop)
-    logging.basicConfig(level=level, format=_LOG_FORMAT)
+    _configure_logging(level)
     try:
         pulse = load_pulse(target)
         if concurrency is not None:
@@ -170,6 +174,16 @@ def main(argv: list[str] | None = None) -> None:
         level = options["--log-level"].upper()
         if level not in _LOG_LEVELS:
             raise UsageError(f"--log-level must be one of {', '.join(_LOG_LEVELS)}")
+        log_format = options["--log-format"] or os.environ.get(
+            "PULSE_LOG_FORMAT", "text"
+        )
+        if log_format not in LOG_FORMATS:
+            raise UsageError(
+                f"log format {log_format!r} is not one of {', '.join(LOG_FORMATS)} "
+                "(--log-format or PULSE_LOG_FORMAT)"
+            )
+        # The processes are spawned: they read both from the environment.
+        os.environ["PULSE_LOG_FORMAT"] = log_format
         if options["--addr"]:
             os.environ["PULSE_ADDR"] = options["--addr"]
         target = options["MODULE:OBJECT"]
@@ -177,8 +191,14 @@ def main(argv: list[str] | None = None) -> None:
     except UsageError as exc:
         print(f"pulse-worker: {exc}", file=sys.stderr)
         sys.exit(2)
-    logging.basicConfig(level=level, format=_LOG_FORMAT)
+    _configure_logging(level)
     sys.exit(_supervise(target, processes, concurrency, grace, level))
+
+
+def _configure_logging(level: str) -> None:
+    configure_logging(
+        level, os.environ.get("PULSE_LOG_FORMAT", "text"), text_format=_LOG_FORMAT
+    )
 
 
 def _supervise(

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
+import re
 from collections.abc import Callable, Mapping
 from typing import TypeVar
 from urllib.parse import quote
@@ -13,6 +14,9 @@ import psycopg2
 import psycopg2.extensions
 
 from pulse_client.errors import PulseError
+from pulse_client.logs import LOG_FORMATS
+from pulsed import passwords
+from pulsed.auth import DEFAULT_ROLE, ROLES, User
 
 
 class ConfigError(PulseError):
@@ -35,6 +39,14 @@ class Config:
     grpc_addr: str = "127.0.0.1:50051"
     # PULSE_LOG_LEVEL
     log_level: str = "INFO"
+    # PULSE_LOG_FORMAT: text, or json for one JSON object per line.
+    log_format: str = "text"
+    # PULSE_METRICS_ADDR: host:port of the Prometheus endpoint (/metrics);
+    # unset: no endpoint.
+    metrics_addr: str | None = None
+    # PULSE_HEALTH_SECONDS: how often the database is probed; the gRPC
+    # health service answers NOT_SERVING while it is unreachable.
+    health_seconds: float = 1.0
     # PULSE_DB_POOL_SIZE: connections shared by RPCs and background loops
     # (the LISTEN connection comes on top).
     db_pool_size: int = 10
@@ -93,16 +105,31 @@ class Config:
     flush_batch: int = 1000
     # PULSE_SHUTDOWN_GRACE_SECONDS: how long open streams get to finish.
     shutdown_grace_seconds: float = 10.0
+    # PULSE_AUTH_USERS: comma-separated user:password[:role] entries, the
+    # password plaintext or a bcrypt hash ($2a$, $2b$, $2y$), the role one
+    # of admin (the default), operator, worker, viewer. Unset: an open
+    # server, every caller anonymous with the admin role.
+    auth_users: tuple[User, ...] = ()
+    # PULSE_TLS_CERT, PULSE_TLS_KEY: PEM files of the server's certificate
+    # (chain) and its unencrypted private key; both or neither.
+    tls_cert: str | None = None
+    tls_key: str | None = None
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Config:
         """Read the configuration, naming the variable of any bad value."""
         env = os.environ if env is None else env
         reader = _Reader(env)
+        tls_cert, tls_key = _tls_files(env)
         return cls(
             db_dsn=_dsn_from_env(env),
             grpc_addr=_grpc_addr(env.get("PULSE_GRPC_ADDR", cls.grpc_addr)),
             log_level=_log_level(env.get("PULSE_LOG_LEVEL", cls.log_level)),
+            log_format=_log_format(env.get("PULSE_LOG_FORMAT", cls.log_format)),
+            metrics_addr=_metrics_addr(env.get("PULSE_METRICS_ADDR")),
+            health_seconds=reader.number(
+                "PULSE_HEALTH_SECONDS", float, cls.health_seconds, 0.05, 60
+            ),
             db_pool_size=reader.number("PULSE_DB_POOL_SIZE", int, cls.db_pool_size, 1),
             db_connect_timeout_seconds=reader.number(
                 "PULSE_DB_CONNECT_TIMEOUT_SECONDS", int, 5, 1
@@ -168,6 +195,9 @@ class Config:
             shutdown_grace_seconds=reader.number(
                 "PULSE_SHUTDOWN_GRACE_SECONDS", float, cls.shutdown_grace_seconds, 0
             ),
+            auth_users=_auth_users(env.get("PULSE_AUTH_USERS")),
+            tls_cert=tls_cert,
+            tls_key=tls_key,
         )
 
 
@@ -216,6 +246,28 @@ def _grpc_addr(raw: str) -> str:
     return raw.strip()
 
 
+def _log_format(raw: str) -> str:
+    fmt = raw.strip().lower()
+    if fmt not in LOG_FORMATS:
+        raise ConfigError(
+            f"PULSE_LOG_FORMAT={raw!r} is not a log format; use one of "
+            + ", ".join(LOG_FORMATS)
+        )
+    return fmt
+
+
+def _metrics_addr(raw: str | None) -> str | None:
+    if raw is None or not raw.strip():
+        return None
+    host, _, port = raw.strip().rpartition(":")
+    if not host or not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise ConfigError(
+            f"PULSE_METRICS_ADDR={raw!r} is not HOST:PORT with a port from 0 to "
+            "65535 (for example 127.0.0.1:9464)"
+        )
+    return raw.strip()
+
+
 def _log_level(raw: str) -> str:
     level = raw.strip().upper()
     if level not in _LOG_LEVELS:
@@ -224,6 +276,82 @@ def _log_level(raw: str) -> str:
             + ", ".join(_LOG_LEVELS)
         )
     return level
+
+
+_USER_NAME = re.compile(r"[A-Za-z0-9._@+-]{1,100}")
+
+
+def _auth_users(raw: str | None) -> tuple[User, ...]:
+    """Parse PULSE_AUTH_USERS. Messages name an entry by its position and
+    user, never by its text: a misplaced separator could put a password
+    anywhere in it."""
+    if raw is None:
+        return ()
+    if not raw.strip():
+        raise ConfigError(
+            "PULSE_AUTH_USERS is set but empty; list user:password[:role] "
+            "entries, or unset it to run an open server"
+        )
+    users: list[User] = []
+    for position, entry in enumerate(raw.split(","), start=1):
+        user = _auth_user(position, entry.strip())
+        if any(other.name == user.name for other in users):
+            raise ConfigError(
+                f"PULSE_AUTH_USERS entry {position}: user {user.name!r} is listed twice"
+            )
+        users.append(user)
+    return tuple(users)
+
+
+def _auth_user(position: int, entry: str) -> User:
+    where = f"PULSE_AUTH_USERS entry {position}"
+    if not entry:
+        raise ConfigError(f"{where} is empty (two commas in a row, or a trailing one)")
+    fields = entry.split(":")
+    if not 2 <= len(fields) <= 3:
+        raise ConfigError(
+            f"{where} has {len(fields)} ':'-separated fields; expected "
+            "user:password or user:password:role (user names and passwords "
+            "cannot contain ':' or ',')"
+        )
+    name, password = fields[0], fields[1]
+    if not _USER_NAME.fullmatch(name):
+        raise ConfigError(
+            f"{where}: the user name is not 1-100 letters, digits or ._@+-"
+        )
+    where += f" (user {name!r})"
+    role = fields[2] if len(fields) == 3 else DEFAULT_ROLE
+    if role not in ROLES:
+        # Not echoed: with a ':' too many, this is part of the password.
+        raise ConfigError(
+            f"{where}: the third field is not a role; use one of "
+            + ", ".join(reversed(ROLES))
+        )
+    if passwords.is_bcrypt_hash(password):
+        problem = passwords.bcrypt_hash_problem(password)
+        if problem is not None:
+            raise ConfigError(f"{where}: the bcrypt hash is unusable: {problem}")
+    else:
+        problem = passwords.password_problem(password)
+        if problem is not None:
+            raise ConfigError(f"{where}: {problem}")
+    return User(name, password, role)
+
+
+def _tls_files(env: Mapping[str, str]) -> tuple[str | None, str | None]:
+    cert = (env.get("PULSE_TLS_CERT") or "").strip() or None
+    key = (env.get("PULSE_TLS_KEY") or "").strip() or None
+    if (cert is None) != (key is None):
+        given, missing = (
+            ("PULSE_TLS_CERT", "PULSE_TLS_KEY")
+            if key is None
+            else ("PULSE_TLS_KEY", "PULSE_TLS_CERT")
+        )
+        raise ConfigError(
+            f"{given} is set but {missing} is not; TLS needs both (the "
+            "certificate and its private key, as PEM files) or neither"
+        )
+    return cert, key
 
 
 def _dsn_from_env(env: Mapping[str, str]) -> str:

@@ -22,6 +22,7 @@ from typing import Any, Protocol
 
 from pulse_client._proto.pulse.v1 import pulse_pb2 as pb
 from pulse_client.errors import PulseError
+from pulsed import metrics
 from pulsed.config import Config
 from pulsed.database import INDEX_ONLY_PLANS as _INDEX_ONLY_PLANS
 from pulsed.database import Database, Prepared
@@ -69,7 +70,8 @@ UPDATE jobs AS j SET
 FROM picked JOIN slots AS s USING (n)
 WHERE j.id = picked.id
 RETURNING s.slot, j.id, j.topic, j.payload, j.attempt, j.max_attempts, j.priority,
-          j.lease_expires_at, j.timeout_ms, j.created_at, j.attempt_base
+          j.lease_expires_at, j.timeout_ms, j.created_at, j.attempt_base,
+          extract(epoch FROM now() - j.run_at)
 """
 
 # Without fresh statistics (autovacuum visits a database about once a
@@ -283,6 +285,7 @@ class Dispatcher:
             )
             rows = cur.fetchall()
         self.claims += 1
+        metrics.observe_dispatch_latency(float(row[-1]) for row in rows)
 
         by_receiver: dict[int, list[pb.Assignment]] = {}
         for row in rows:
@@ -327,6 +330,7 @@ def _assignment(row: tuple[Any, ...]) -> pb.Assignment:
         timeout_ms,
         created_at,
         attempt_base,
+        _,
     ) = row
     return pb.Assignment(
         job_id=str(job_id),

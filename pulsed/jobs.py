@@ -1,9 +1,11 @@
-"""Reading jobs and the operator's changes to one job: cancel and requeue."""
+"""Reading jobs and the operator's changes to them: cancel and requeue, one
+job or every job that matches a filter."""
 
 from __future__ import annotations
 
 import base64
 import datetime
+import logging
 import uuid
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
@@ -11,13 +13,15 @@ from typing import TYPE_CHECKING, Any
 from google.protobuf import timestamp_pb2
 
 from pulse_client._proto.pulse.v1 import pulse_pb2 as pb
-from pulse_client.errors import InvalidArgument, InvalidState, JobNotFound, PulseError
-from pulse_client.limits import MAX_PAGE_SIZE
+from pulse_client.errors import InvalidArgument, InvalidState, JobNotFound
+from pulse_client.limits import MAX_PAGE_SIZE, validate_topic
 from pulsed.database import Cursor, Database
 from pulsed.submits import NOTIFY_CHANNEL_PENDING, parse_job_id
 
 if TYPE_CHECKING:
     from pulsed.auth import Caller
+
+log = logging.getLogger(__name__)
 
 STATUS_TO_PROTO = {
     "scheduled": pb.JOB_STATUS_SCHEDULED,
@@ -56,13 +60,87 @@ RETURNING {JOB_COLUMNS}
 
 # A fresh attempt budget counts from here; attempt itself keeps growing so
 # that a report from an attempt before the requeue can never match.
-REQUEUE_JOB = f"""
-UPDATE jobs SET
+REQUEUED = """
     status = 'pending', attempt_base = attempt, run_at = now(),
     finished_at = NULL, cancel_requested_at = NULL, lease_expires_at = NULL,
     worker_id = NULL
+"""
+
+REQUEUE_JOB = f"""
+UPDATE jobs SET {REQUEUED}
 WHERE id = %(id)s AND status IN ('dead_lettered', 'canceled')
 RETURNING {JOB_COLUMNS}
+"""
+
+# The error signature: the first line of last_error with what varies between
+# occurrences of one failure replaced by placeholders, so that "no row 17 in
+# 'a'" and "no row 18 in 'b'" group together. Quoted values go first (they
+# may hold anything), then uuids and hex ids, whose digits the last step
+# would otherwise turn into numbers. A hex id is a word of 8 or more hex
+# digits with at least one digit and one letter among them.
+ERROR_SIGNATURE = r"""
+left(
+    regexp_replace(
+        regexp_replace(
+            regexp_replace(
+                regexp_replace(
+                    regexp_replace(
+                        btrim(split_part(coalesce(last_error, ''), E'\n', 1),
+                              E' \t\r'),
+                        $q$'[^']*'|"[^"]*"$q$, '<str>', 'g'),
+                    '[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}',
+                    '<uuid>', 'gi'),
+                '\m0x[0-9a-f]+\M', '<hex>', 'gi'),
+            '\m(?=[0-9a-f]*[0-9])(?=[0-9]*[a-f])[0-9a-f]{8,}\M', '<hex>', 'gi'),
+        '[0-9]+(\.[0-9]+)?', '<num>', 'g'),
+    500)
+"""
+
+# The fields of a JobFilter (and of ListJobsRequest); an empty field matches
+# every job. psycopg2 sends the values inline, so the planner folds the
+# unused conditions away and plans the rest with their values.
+JOB_FILTER = f"""
+    (cardinality(%(statuses)s::text[]) = 0 OR status = ANY(%(statuses)s::text[]))
+    AND (%(topic)s = '' OR topic = %(topic)s)
+    AND (%(error_contains)s = ''
+         OR strpos(lower(last_error), lower(%(error_contains)s)) > 0)
+    AND (%(error_signature)s = '' OR {ERROR_SIGNATURE} = %(error_signature)s)
+    AND (%(created_after)s::timestamptz IS NULL
+         OR created_at >= %(created_after)s::timestamptz)
+"""
+
+# Newest first; the page token is the (created_at, id) of the last job seen.
+LIST_JOBS = f"""
+SELECT {JOB_COLUMNS} FROM jobs
+WHERE {JOB_FILTER}
+  AND (%(after_id)s::uuid IS NULL
+       OR (created_at, id) < (%(after_created)s::timestamptz, %(after_id)s::uuid))
+ORDER BY created_at DESC, id DESC
+LIMIT %(limit)s
+"""
+
+# A bulk requeue takes the jobs that had finished when it began: one that it
+# requeued and that fails (or is canceled) again meanwhile finishes later, so
+# no job is requeued twice by one operation and the operation always ends.
+COUNT_REQUEUABLE = f"""
+SELECT count(*), now() FROM jobs WHERE {JOB_FILTER} AND finished_at <= now()
+"""
+
+REQUEUE_BATCH = f"""
+WITH batch AS (
+    SELECT id FROM jobs
+    WHERE {JOB_FILTER} AND finished_at <= %(cutoff)s
+    LIMIT %(batch_size)s
+    FOR UPDATE SKIP LOCKED
+)
+UPDATE jobs SET {REQUEUED}
+FROM batch
+WHERE jobs.id = batch.id AND jobs.status IN ('dead_lettered', 'canceled')
+RETURNING jobs.topic
+"""
+
+NOTIFY_TOPICS = """
+SELECT pg_notify(%(channel)s, topic) FROM unnest(%(topics)s::text[]) AS topic
 """
 
 NOTIFY_PENDING = "SELECT pg_notify(%(channel)s, %(topic)s)"
@@ -77,6 +155,8 @@ FROM jobs WHERE status = 'pending' ORDER BY run_at LIMIT 1
 """
 
 DEFAULT_PAGE_SIZE = 100
+REQUEUE_BATCH_SIZE = 500
+REQUEUABLE = ("dead_lettered", "canceled")
 
 
 def to_timestamp(moment: datetime.datetime | None) -> timestamp_pb2.Timestamp | None:
@@ -174,6 +254,8 @@ def list_jobs(
     topic: str,
     page_size: int,
     page_token: str,
+    error_contains: str = "",
+    created_after: datetime.datetime | None = None,
 ) -> tuple[list[pb.Job], str]:
     """One page of jobs, newest first, and the token of the next page."""
     if not 0 <= page_size <= MAX_PAGE_SIZE:
@@ -181,27 +263,18 @@ def list_jobs(
             f"page_size {page_size} is out of range 0..{MAX_PAGE_SIZE}"
         )
     limit = page_size or DEFAULT_PAGE_SIZE
-    clauses = []
-    params: dict[str, Any] = {"limit": limit + 1}
-    if statuses:
-        unknown = [s for s in statuses if s not in PROTO_TO_STATUS]
-        if unknown:
-            raise InvalidArgument(f"unknown status value {unknown[0]}")
-        clauses.append("status = ANY(%(statuses)s)")
-        params["statuses"] = [PROTO_TO_STATUS[s] for s in statuses]
-    if topic:
-        clauses.append("topic = %(topic)s")
-        params["topic"] = topic
+    after_created, after_id = None, None
     if page_token:
-        params["after_created"], params["after_id"] = _decode_page_token(page_token)
-        clauses.append("(created_at, id) < (%(after_created)s, %(after_id)s)")
-    where = f"WHERE {' AND '.join(clauses)}" if clauses else ""
-    # The WHERE clause is assembled from the fixed fragments above only.
-    cur.execute(
-        f"SELECT {JOB_COLUMNS} FROM jobs {where} "
-        "ORDER BY created_at DESC, id DESC LIMIT %(limit)s",
-        params,
-    )
+        after_created, after_id = _decode_page_token(page_token)
+    params = {
+        **_filter_params(
+            status_names(statuses), topic, error_contains, "", created_after
+        ),
+        "after_created": after_created,
+        "after_id": after_id,
+        "limit": limit + 1,
+    }
+    cur.execute(LIST_JOBS, params)
     rows = cur.fetchall()
     next_token = ""
     if len(rows) > limit:
@@ -209,6 +282,32 @@ def list_jobs(
         last = rows[-1]
         next_token = _encode_page_token(last[9], last[0])
     return [row_to_job(row) for row in rows], next_token
+
+
+def status_names(statuses: list[int]) -> list[str]:
+    """The status words of proto status values; InvalidArgument if unknown."""
+    unknown = [s for s in statuses if s not in PROTO_TO_STATUS]
+    if unknown:
+        raise InvalidArgument(f"unknown status value {unknown[0]}")
+    return [PROTO_TO_STATUS[s] for s in statuses]
+
+
+def _filter_params(
+    statuses: list[str],
+    topic: str,
+    error_contains: str,
+    error_signature: str,
+    created_after: datetime.datetime | None,
+) -> dict[str, Any]:
+    if topic:
+        validate_topic(topic)
+    return {
+        "statuses": statuses,
+        "topic": topic,
+        "error_contains": error_contains,
+        "error_signature": error_signature,
+        "created_after": created_after,
+    }
 
 
 def _encode_page_token(created_at: datetime.datetime, job_id: uuid.UUID) -> str:
@@ -249,7 +348,96 @@ def requeue_matching(
     """Requeue every dead-lettered or canceled job matching ``job_filter``,
     a batch per transaction, yielding progress after each.
 
-    (Being built.)
+    The first message counts the matching jobs; a dry run ends there. One
+    audit entry records the filter and how many jobs were requeued, also
+    when the caller goes away midway.
     """
-    raise PulseError("bulk requeue is not built yet")
-    yield  # pragma: no cover
+    params = _requeue_params(job_filter)
+
+    with db.transaction() as cur:
+        cur.execute(COUNT_REQUEUABLE, params)
+        matched, cutoff = cur.fetchone() or (0, None)
+    if dry_run:
+        yield pb.RequeueJobsProgress(matched=matched, done=True)
+        return
+    yield pb.RequeueJobsProgress(matched=matched)
+
+    requeued = 0
+    finished = False
+    try:
+        while not finished:
+            with db.transaction() as cur:
+                count = _requeue_batch(cur, {**params, "cutoff": cutoff})
+                requeued += count
+                if not count:
+                    _record_requeue(cur, caller, params, matched, requeued)
+                    finished = True
+            if not finished:
+                yield pb.RequeueJobsProgress(matched=matched, requeued=requeued)
+    finally:
+        if not finished and requeued:
+            # The caller went away (or the database did) after some batches
+            # committed: those changes are still the caller's to answer for.
+            with db.transaction() as cur:
+                _record_requeue(
+                    cur, caller, params, matched, requeued, interrupted=True
+                )
+
+    log.info(
+        "jobs.requeue matched=%d requeued=%d topic=%s",
+        matched,
+        requeued,
+        params["topic"] or "*",
+    )
+    yield pb.RequeueJobsProgress(matched=matched, requeued=requeued, done=True)
+
+
+def _requeue_params(job_filter: pb.JobFilter) -> dict[str, Any]:
+    statuses = status_names(list(job_filter.statuses)) or list(REQUEUABLE)
+    refused = [status for status in statuses if status not in REQUEUABLE]
+    if refused:
+        raise InvalidArgument(
+            f"cannot requeue jobs with status {refused[0]!r}: "
+            "only dead_lettered and canceled jobs can be requeued"
+        )
+    created_after = None
+    if job_filter.HasField("created_after"):
+        created_after = job_filter.created_after.ToDatetime(tzinfo=datetime.UTC)
+    return _filter_params(
+        statuses,
+        job_filter.topic,
+        job_filter.error_contains,
+        job_filter.error_signature,
+        created_after,
+    )
+
+
+def _requeue_batch(cur: Cursor, params: dict[str, Any]) -> int:
+    """Requeue one batch; how many jobs it took (0: none are left)."""
+    cur.execute(REQUEUE_BATCH, {**params, "batch_size": REQUEUE_BATCH_SIZE})
+    topics = [topic for (topic,) in cur.fetchall()]
+    if topics:
+        cur.execute(
+            NOTIFY_TOPICS,
+            {"channel": NOTIFY_CHANNEL_PENDING, "topics": sorted(set(topics))},
+        )
+    return len(topics)
+
+
+def _record_requeue(
+    cur: Cursor,
+    caller: Caller,
+    params: dict[str, Any],
+    matched: int,
+    requeued: int,
+    *,
+    interrupted: bool = False,
+) -> None:
+    # Imported here: the audit module uses this module's timestamp helper.
+    from pulsed import audit
+
+    detail = {key: value for key, value in params.items() if value not in ("", None)}
+    detail.update(matched=matched, requeued=requeued)
+    if interrupted:
+        detail["interrupted"] = True
+    audit.record(cur, caller, "jobs.requeue", params["topic"] or "*", detail)

@@ -14,7 +14,7 @@ import time
 from collections.abc import Callable
 
 from pulse_client.errors import PulseError
-from pulsed import outcomes
+from pulsed import metrics, outcomes
 from pulsed.config import Config
 from pulsed.database import Database
 from pulsed.submits import NOTIFY_CHANNEL_PENDING
@@ -64,6 +64,7 @@ class BackgroundLoop:
                 failures = 0
             except PulseError as exc:
                 failures += 1
+                metrics.LOOP_ERRORS.labels(self.name).inc()
                 sleep_seconds = min(_MAX_ERROR_BACKOFF_SECONDS, 0.1 * 2**failures)
                 log.warning(
                     "loop.failed name=%s failures=%d retry_in=%.1fs error=%s",
@@ -74,6 +75,7 @@ class BackgroundLoop:
                 )
             except Exception:
                 failures += 1
+                metrics.LOOP_ERRORS.labels(self.name).inc()
                 sleep_seconds = min(_MAX_ERROR_BACKOFF_SECONDS, 0.1 * 2**failures)
                 log.exception("loop.crashed name=%s", self.name)
             if sleep_seconds > 0:

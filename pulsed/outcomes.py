@@ -20,6 +20,7 @@ import dataclasses
 import uuid
 
 from pulse_client._proto.pulse.v1 import pulse_pb2 as pb
+from pulsed import metrics
 from pulsed.config import Config
 from pulsed.database import INDEX_ONLY_PLANS, Cursor, Prepared
 
@@ -65,7 +66,7 @@ UPDATE jobs AS j SET
     lease_expires_at = NULL
 FROM decided AS d
 WHERE j.id = d.id AND j.attempt = d.attempt AND (j.status = 'running') IS TRUE
-RETURNING j.id, j.attempt, j.status
+RETURNING j.id, j.attempt, j.status, j.topic
 """
 
 # Worker reports: one statement for a whole batch, from any number of
@@ -214,7 +215,9 @@ def apply_results(cur: Cursor, reports: list[Report], config: Config) -> list[Ac
             **_backoff_params(config),
         },
     )
-    applied = {(row[0], row[1]): row[2] for row in cur.fetchall()}
+    rows = cur.fetchall()
+    metrics.count_ended((topic, status) for _, _, status, topic in rows)
+    applied = {(row[0], row[1]): row[2] for row in rows}
     acks = []
     for report in reports:
         status = applied.pop((report.job_id, report.attempt), None)
@@ -227,7 +230,9 @@ def expire_leases(
 ) -> list[tuple[uuid.UUID, int, str]]:
     """Send lapsed leases through the retry path; returns (id, attempt, status)."""
     cur.execute(EXPIRE_LEASES, {"limit": limit, **_backoff_params(config)})
-    return [(row[0], row[1], row[2]) for row in cur.fetchall()]
+    rows = cur.fetchall()
+    metrics.count_expired((topic, status) for _, _, status, topic in rows)
+    return [(row[0], row[1], row[2]) for row in rows]
 
 
 def extend_leases(cur: Cursor, beats: list[Beat], config: Config) -> list[BeatReply]:

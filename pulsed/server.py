@@ -15,6 +15,14 @@ Environment:
                          [default: postgresql://postgres@127.0.0.1:5432/pulse]
   PULSE_GRPC_ADDR        host:port to listen on [default: 127.0.0.1:50051]
   PULSE_LOG_LEVEL        DEBUG, INFO, WARNING or ERROR [default: INFO]
+  PULSE_LOG_FORMAT       text, or json for one JSON object per line
+  PULSE_METRICS_ADDR     host:port of a Prometheus /metrics endpoint (off
+                         unless set)
+  PULSE_AUTH_USERS       user:password[:role],... (password plaintext or a
+                         bcrypt hash; role admin, operator, worker or
+                         viewer); unset, the server is open to anyone
+  PULSE_TLS_CERT         PEM certificate (chain) and private key files;
+  PULSE_TLS_KEY          both or neither
   PULSE_*                tuning knobs: pool size, stream limit, lease,
                          backoff, payload limit, retention, polls; see the
                          configuration table in README.md.
@@ -22,6 +30,7 @@ Environment:
 
 from __future__ import annotations
 
+import ipaddress
 import logging
 import os
 import signal
@@ -37,13 +46,18 @@ from grpc_reflection.v1alpha import reflection
 
 from pulse_client._proto.pulse.v1 import pulse_pb2, pulse_pb2_grpc
 from pulse_client.errors import PulseError
+from pulse_client.logs import configure_logging
+from pulsed import systemd, tls
+from pulsed.auth import Authenticator, AuthInterceptor
 from pulsed.config import Config, ConfigError
 from pulsed.database import Database
 from pulsed.dispatch import Dispatcher
 from pulsed.gate import PauseGate
 from pulsed.loops import BackgroundLoop, Promoter, Pruner, Vacuumer, Watchdog
+from pulsed.metrics import MetricsEndpoint, ServerCollector
 from pulsed.migrate import apply_migrations
 from pulsed.notifications import Listener, Notifier
+from pulsed.readiness import DatabaseProbe
 from pulsed.schedules import Scheduler
 from pulsed.service import PulseService
 
@@ -59,6 +73,12 @@ class Server:
 
     def __init__(self, config: Config) -> None:
         self.config = config
+        # First: a bad certificate stops start-up before anything is opened.
+        self._tls_credentials = (
+            tls.server_credentials(config.tls_cert, config.tls_key)
+            if config.tls_cert and config.tls_key
+            else None
+        )
         # The pool serves the RPCs, the dispatcher, the three writers and
         # the loops; the LISTEN connection comes on top.
         self.db = Database(
@@ -90,12 +110,35 @@ class Server:
             on_gate=self.gate.wake,
         )
         self.health = health.HealthServicer()
+        self.database_probe = DatabaseProbe(
+            self.db,
+            config,
+            on_change=self._set_serving,
+            interval_seconds=config.health_seconds,
+        )
+        self.metrics = (
+            MetricsEndpoint(
+                config.metrics_addr,
+                ServerCollector(
+                    self.db, self.dispatcher.streams, lambda: self.gate.paused
+                ),
+            )
+            if config.metrics_addr
+            else None
+        )
+        # None on an open server: no interceptor, every caller anonymous.
+        self.authenticator = (
+            Authenticator(config.auth_users) if config.auth_users else None
+        )
         threads = config.max_streams + config.rpc_threads
         self._executor = futures.ThreadPoolExecutor(
             max_workers=threads, thread_name_prefix="pulse-rpc"
         )
         self.grpc_server = grpc.server(
             self._executor,
+            interceptors=(
+                [AuthInterceptor(self.authenticator)] if self.authenticator else None
+            ),
             # Beyond this the server answers RESOURCE_EXHAUSTED at once
             # instead of queueing calls behind busy threads.
             maximum_concurrent_rpcs=threads,
@@ -124,7 +167,12 @@ class Server:
         if applied:
             log.info("server.migrated ids=%s", ",".join(applied))
         try:
-            self.port = self.grpc_server.add_insecure_port(self.config.grpc_addr)
+            if self._tls_credentials is not None:
+                self.port = self.grpc_server.add_secure_port(
+                    self.config.grpc_addr, self._tls_credentials
+                )
+            else:
+                self.port = self.grpc_server.add_insecure_port(self.config.grpc_addr)
         except RuntimeError:  # grpcio reports a failed bind this way
             self.port = 0
         if self.port == 0:
@@ -141,15 +189,25 @@ class Server:
         for loop in self._loops():
             loop.start()
         self.listener.start()
+        if self.metrics is not None:
+            try:
+                self.metrics.start()
+            except OSError as exc:
+                raise ConfigError(
+                    f"PULSE_METRICS_ADDR={self.config.metrics_addr!r}: cannot "
+                    f"listen there ({exc.strerror or exc})"
+                ) from None
         self.grpc_server.start()
-        for name in ("", SERVICE_NAME):
-            self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
+        self._set_serving(True)
         log.info(
-            "server.started addr=%s port=%d pid=%d",
+            "server.started addr=%s port=%d pid=%d auth=%s tls=%s",
             self.config.grpc_addr,
             self.port,
             os.getpid(),
+            "on" if self.config.auth_users else "off",
+            "on" if self._tls_credentials is not None else "off",
         )
+        self._warn_about_exposure()
 
     def stop(self) -> None:
         """Stop taking calls, end the streams, flush, close. Idempotent."""
@@ -170,6 +228,8 @@ class Server:
         for loop in self._loops():
             loop.stop()
         self.dispatcher.stop()
+        if self.metrics is not None:
+            self.metrics.stop()
         self.db.close()
         log.info("server.stopped")
 
@@ -180,10 +240,39 @@ class Server:
             self.pruner,
             self.gate,
             self.scheduler,
+            self.database_probe,
         ]
         if self.config.vacuum_seconds > 0:
             loops.append(self.vacuumer)
         return loops
+
+    def _warn_about_exposure(self) -> None:
+        addr = self.config.grpc_addr
+        if not self.config.auth_users:
+            log.warning(
+                "auth.off addr=%s: PULSE_AUTH_USERS is not set, so anyone who "
+                "can reach this address may do anything, as 'anonymous' with "
+                "the admin role; set PULSE_AUTH_USERS to require credentials",
+                addr,
+            )
+        elif self._tls_credentials is None and not _is_loopback(addr):
+            log.warning(
+                "auth.without_tls addr=%s: passwords cross the network in clear "
+                "text; set PULSE_TLS_CERT and PULSE_TLS_KEY",
+                addr,
+            )
+
+    def _set_serving(self, serving: bool) -> None:
+        """Health follows the database; never back to SERVING once stopping."""
+        if self._stopped.is_set():
+            return
+        status = (
+            health_pb2.HealthCheckResponse.SERVING
+            if serving
+            else health_pb2.HealthCheckResponse.NOT_SERVING
+        )
+        for name in ("", SERVICE_NAME):
+            self.health.set(name, status)
 
     def _on_fired(self, pending_topics: set[str], any_scheduled: bool) -> None:
         """A schedule fired jobs: wake who can use them, here and elsewhere."""
@@ -195,6 +284,16 @@ class Server:
 
     def wait(self) -> None:
         self.grpc_server.wait_for_termination()
+
+
+def _is_loopback(addr: str) -> bool:
+    host = addr.rpartition(":")[0].strip("[]")
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -209,9 +308,7 @@ def main(argv: list[str] | None = None) -> None:
     except ConfigError as exc:
         print(f"pulsed: {exc}", file=sys.stderr)
         sys.exit(2)
-    logging.basicConfig(
-        level=config.log_level, format="%(asctime)s %(levelname)s %(name)s %(message)s"
-    )
+    configure_logging(config.log_level, config.log_format)
     try:
         server = Server(config)
         server.start()
@@ -228,7 +325,9 @@ def main(argv: list[str] | None = None) -> None:
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
+    systemd.notify("READY=1")
     server.wait()
+    systemd.notify("STOPPING=1")
     server.stop()
 
 

@@ -25,7 +25,17 @@ from pulse_client.errors import (
     ResourceExhausted,
 )
 from pulse_client.limits import validate_topic
-from pulsed import audit, gate, jobs, outcomes, reports, schedules, stream, submits
+from pulsed import (
+    audit,
+    gate,
+    jobs,
+    metrics,
+    outcomes,
+    reports,
+    schedules,
+    stream,
+    submits,
+)
 from pulsed.auth import current_caller
 from pulsed.batching import GroupCommit
 from pulsed.config import Config
@@ -153,6 +163,11 @@ class PulseService(pulse_pb2_grpc.PulseServicer):
     ) -> list[submits.SubmitOutcome]:
         with self.db.transaction() as cur:
             results, pending_topics, any_scheduled = submits.insert_jobs(cur, new_jobs)
+        metrics.count_submitted(
+            job.topic
+            for job, result in zip(new_jobs, results, strict=True)
+            if result.error is None and not result.existed
+        )
         if pending_topics:
             self.dispatcher.wake(pending_topics)
         if any_scheduled:
@@ -305,6 +320,10 @@ class PulseService(pulse_pb2_grpc.PulseServicer):
                 topic=request.topic,
                 page_size=request.page_size,
                 page_token=request.page_token,
+                error_contains=request.error_contains,
+                created_after=request.created_after.ToDatetime(tzinfo=datetime.UTC)
+                if request.HasField("created_after")
+                else None,
             )
         return pb.ListJobsResponse(jobs=page, next_page_token=token)
 
@@ -376,18 +395,21 @@ class PulseService(pulse_pb2_grpc.PulseServicer):
     ) -> pb.PutScheduleResponse:
         caller = current_caller(context)
         with self.db.transaction() as cur:
-            schedule, created = schedules.put_schedule(
+            schedule, outcome = schedules.put_schedule(
                 cur, request.schedule, self.config
             )
-            audit.record(
-                cur,
-                caller,
-                "schedule.create" if created else "schedule.update",
-                schedule.name,
-                {"topic": schedule.topic, "rule": _rule_text(schedule.rule)},
-            )
+            # An application re-declares its schedules on every start: only
+            # a declaration that changed something is an operator action.
+            if outcome != "unchanged":
+                audit.record(
+                    cur,
+                    caller,
+                    "schedule.create" if outcome == "created" else "schedule.update",
+                    schedule.name,
+                    {"topic": schedule.topic, "rule": _rule_text(schedule.rule)},
+                )
         self.scheduler.wake()
-        return pb.PutScheduleResponse(schedule=schedule, created=created)
+        return pb.PutScheduleResponse(schedule=schedule, created=outcome == "created")
 
     @_rpc
     def GetSchedule(
@@ -498,9 +520,11 @@ class PulseService(pulse_pb2_grpc.PulseServicer):
     def WhoAmI(
         self, request: pb.WhoAmIRequest, context: grpc.ServicerContext
     ) -> pb.WhoAmIResponse:
+        # The interceptor let this call through without credentials, but
+        # never with wrong ones; on an open server there is no interceptor.
         caller = current_caller(context)
         return pb.WhoAmIResponse(
-            auth_required=False,
+            auth_required=bool(self.config.auth_users),
             authenticated=caller.authenticated,
             user=caller.user,
             role=caller.role,

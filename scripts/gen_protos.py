@@ -45,7 +45,9 @@ def generate(out_dir: pathlib.Path) -> list[pathlib.Path]:
         raise SystemExit("protoc failed")
 
     written = []
-    for path in sorted(out_dir.rglob("*.py*")):
+    for path in sorted(
+        p for p in out_dir.rglob("*.py*") if p.suffix in (".py", ".pyi")
+    ):
         text = _IMPORT.sub(f"from {PACKAGE}.pulse.v1 import", path.read_text())
         path.write_text(text)
         written.append(path)

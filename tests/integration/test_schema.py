@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime
 import uuid
 from collections.abc import Callable
 from typing import Any
@@ -10,7 +11,16 @@ import psycopg2
 import pytest
 import yoyo
 
-from pulsed import dispatch, jobs, loops, notifications, outcomes, submits
+from pulsed import (
+    dispatch,
+    jobs,
+    loops,
+    notifications,
+    outcomes,
+    scheduler,
+    schedules,
+    submits,
+)
 from pulsed.migrate import migrations_path
 from tests.fixtures.databases import Sql
 from tests.fixtures.servers import PulsedProcess
@@ -101,6 +111,7 @@ JOBS_RELOPTIONS = [
 ]
 
 _ID = uuid.UUID(int=1)
+_AT = datetime.datetime(2030, 1, 1, tzinfo=datetime.UTC)
 _BACKOFF = {"backoff_base": 1.0, "backoff_ceiling": 3600.0}
 
 # Every named statement of the server, with parameters of the right types.
@@ -170,6 +181,82 @@ STATEMENTS: dict[str, tuple[str, dict[str, Any]]] = {
         {"retention_seconds": 60.0, "limit": 10},
     ),
     "loops.JOBS_TABLE_CHURN": (loops.JOBS_TABLE_CHURN, {}),
+    **{
+        f"schedules.{name}": (getattr(schedules, name), params)
+        for name, params in {
+            "SELECT_SCHEDULE": {"name": "s"},
+            "LIST_SCHEDULES": {"topic": "", "after_name": None, "limit": 10},
+            "LOCK_DECLARED": {"name": "s"},
+            "INSERT_SCHEDULE": {
+                "id": _ID,
+                "name": "s",
+                "topic": "t",
+                "payload": psycopg2.Binary(b"{}"),
+                "priority": 0,
+                "max_attempts": 3,
+                "timeout_ms": 0,
+                "kind": "every",
+                "at_time": None,
+                "after_ms": None,
+                "every_ms": 1000,
+                "cron": None,
+                "time_zone": "UTC",
+                "start_at": _AT,
+                "missed_runs": "one",
+                "max_catch_up": 100,
+                "next_fire_at": _AT,
+            },
+            "UPDATE_SCHEDULE": {
+                "id": _ID,
+                "topic": "t",
+                "payload": psycopg2.Binary(b"{}"),
+                "priority": 0,
+                "max_attempts": 3,
+                "timeout_ms": 0,
+                "kind": "cron",
+                "at_time": None,
+                "after_ms": None,
+                "every_ms": None,
+                "cron": "0 * * * *",
+                "time_zone": "UTC",
+                "start_at": None,
+                "missed_runs": "all",
+                "max_catch_up": 5,
+                "next_fire_at": _AT,
+                "resumed_at": None,
+            },
+            "PAUSE_SCHEDULE": {"name": "s"},
+            "RESUME_SCHEDULE": {"name": "s"},
+            "DELETE_SCHEDULE": {"name": "s"},
+            "SELECT_FOR_PREVIEW": {"name": "s"},
+            "SELECT_SCHEDULE_ID": {"name": "s"},
+            "LIST_OCCURRENCES": {"schedule_id": _ID, "before": _AT, "limit": 10},
+            "SELECT_NOW": {},
+        }.items()
+    },
+    **{
+        f"scheduler.{name}": (getattr(scheduler, name), params)
+        for name, params in {
+            "LOCK_NEXT_DUE": {"now": _AT},
+            # Empty arrays: an occurrence row needs its schedule to exist.
+            "FIRE_OCCURRENCES": {
+                "schedule_id": _ID,
+                "occurrences": [],
+                "job_ids": [],
+                "catch_ups": [],
+            },
+            "ADVANCE_SCHEDULE": {
+                "id": _ID,
+                "next_fire_at": _AT,
+                "fired": 1,
+                "last_occurrence": _AT,
+                "last_job_id": _ID,
+            },
+            "PAUSE_BROKEN": {"id": _ID},
+            "SECONDS_UNTIL_NEXT_FIRE": {},
+            "PRUNE_OCCURRENCES": {"keep": 10, "retention_seconds": 60.0, "limit": 10},
+        }.items()
+    },
 }
 
 

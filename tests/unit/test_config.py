@@ -31,6 +31,7 @@ KNOBS: dict[str, tuple[str, str, object, str]] = {
     "notify_coalesce_ms": ("PULSE_NOTIFY_COALESCE_MS", "4", 4.0, "1001"),
     "flush_batch": ("PULSE_FLUSH_BATCH", "200", 200, "0"),
     "gate_poll_seconds": ("PULSE_GATE_POLL_SECONDS", "0.1", 0.1, "61"),
+    "health_seconds": ("PULSE_HEALTH_SECONDS", "0.5", 0.5, "0.01"),
     "scheduler_poll_seconds": ("PULSE_SCHEDULER_POLL_SECONDS", "0.2", 0.2, "0"),
     "shutdown_grace_seconds": ("PULSE_SHUTDOWN_GRACE_SECONDS", "3", 3.0, "-1"),
 }
@@ -42,10 +43,45 @@ FLOAT_KNOBS = [
 ]
 
 
+# Fields that are not numbers, each tested below (and auth_users in
+# test_auth_users.py).
+OTHER_FIELDS = {
+    "db_dsn",
+    "grpc_addr",
+    "log_level",
+    "log_format",
+    "metrics_addr",
+    "auth_users",
+    "tls_cert",
+    "tls_key",
+}
+
+
 def test_every_config_field_has_a_variable_under_test() -> None:
     fields = {field.name for field in dataclasses.fields(Config)}
 
-    assert fields == set(KNOBS) | {"db_dsn", "grpc_addr", "log_level"}
+    assert fields == set(KNOBS) | OTHER_FIELDS
+
+
+def test_auth_users_and_tls_files_are_read_from_their_variables() -> None:
+    config = Config.from_env(
+        {
+            "PULSE_AUTH_USERS": "ops:pw,dash:pw2:viewer",
+            "PULSE_TLS_CERT": "/c.pem",
+            "PULSE_TLS_KEY": "/k.pem",
+        }
+    )
+
+    assert [(u.name, u.role) for u in config.auth_users] == [
+        ("ops", "admin"),
+        ("dash", "viewer"),
+    ]
+    assert (config.tls_cert, config.tls_key) == ("/c.pem", "/k.pem")
+    assert (Config().auth_users, Config().tls_cert, Config().tls_key) == (
+        (),
+        None,
+        None,
+    )
 
 
 def test_an_empty_environment_gives_the_documented_defaults() -> None:
@@ -199,3 +235,21 @@ def test_the_log_level_is_read_and_a_bad_one_names_the_variable() -> None:
     assert Config.from_env({"PULSE_LOG_LEVEL": "debug"}).log_level == "DEBUG"
     with pytest.raises(ConfigError, match="PULSE_LOG_LEVEL='loud'"):
         Config.from_env({"PULSE_LOG_LEVEL": "loud"})
+
+
+def test_the_log_format_is_text_or_json() -> None:
+    assert Config.from_env({}).log_format == "text"
+    assert Config.from_env({"PULSE_LOG_FORMAT": "JSON"}).log_format == "json"
+    with pytest.raises(ConfigError, match="PULSE_LOG_FORMAT='xml' is not a log"):
+        Config.from_env({"PULSE_LOG_FORMAT": "xml"})
+
+
+def test_metrics_are_off_unless_an_address_is_given() -> None:
+    assert Config.from_env({}).metrics_addr is None
+    assert Config.from_env({"PULSE_METRICS_ADDR": " "}).metrics_addr is None
+    assert (
+        Config.from_env({"PULSE_METRICS_ADDR": "127.0.0.1:9464"}).metrics_addr
+        == "127.0.0.1:9464"
+    )
+    with pytest.raises(ConfigError, match="PULSE_METRICS_ADDR='9464' is not HOST"):
+        Config.from_env({"PULSE_METRICS_ADDR": "9464"})

@@ -948,8 +948,10 @@ class ScheduleDefinition(_message.Message):
     MISSED_RUNS_FIELD_NUMBER: _builtins.int
     MAX_CATCH_UP_FIELD_NUMBER: _builtins.int
     name: _builtins.str
-    """Unique per deployment: 1-200 characters of letters, digits and "._:-".
-    Empty: derived from the topic and the rule.
+    """Unique per deployment: 1-200 characters of letters, digits, spaces and
+    "._:-@*/,#?+", not starting or ending with a space. Empty: derived from
+    the topic and the rule, as in "reports.rollup@cron:0 * * * *@UTC",
+    "t@every:60000ms", "t@after:5000ms" or "t@at:2030-01-01T00:00:00Z".
     """
     topic: _builtins.str
     payload: _builtins.bytes
