@@ -22,6 +22,9 @@ from pulse_client.errors import InvalidArgument
 from pulse_client.limits import MAX_DELAY_MS
 from pulse_client.models import JobStatus, status_from_proto
 
+# Shorter intervals are a storm, not a schedule (the server refuses them too).
+MIN_EVERY_MS = 100
+
 
 @dataclasses.dataclass(frozen=True)
 class At:
@@ -56,7 +59,7 @@ class Every:
     start_at: datetime.datetime | None = None
 
     def __post_init__(self) -> None:
-        interval = _duration(self.interval, "Every interval", 1)
+        interval = _duration(self.interval, "Every interval", MIN_EVERY_MS)
         object.__setattr__(self, "interval", interval)
         if self.start_at is not None:
             _check_aware(self.start_at, "Every start_at")
@@ -274,7 +277,7 @@ def _duration(value: object, what: str, minimum_ms: int) -> datetime.timedelta:
         raise InvalidArgument(f"{what} {value!r} is not a finite duration")
     milliseconds = round(seconds * 1000)
     if not minimum_ms <= milliseconds <= MAX_DELAY_MS:
-        low = "positive (at least 1 ms)" if minimum_ms else "0 or more"
+        low = f"at least {minimum_ms} ms" if minimum_ms else "0 or more"
         raise InvalidArgument(
             f"{what} of {seconds:g}s is out of range: it must be {low} and at "
             f"most {MAX_DELAY_MS // 1000}s"

@@ -13,6 +13,7 @@ import dataclasses
 import datetime
 import enum
 import json
+import unicodedata
 from collections.abc import Iterable, Sequence
 from typing import Any
 
@@ -22,9 +23,24 @@ NONE = "-"
 ERROR_COLUMN_CHARS = 60
 
 
+def printable(text: str, *, keep_newlines: bool = False) -> str:
+    """``text`` safe to write to a terminal: control characters (escape
+    sequences, carriage returns, line breaks unless kept) shown as escapes,
+    so that stored text can neither restyle nor rewrite an operator's
+    screen."""
+    return "".join(
+        char
+        if unicodedata.category(char) != "Cc" or (keep_newlines and char == "\n")
+        else repr(char)[1:-1]
+        for char in text
+    )
+
+
 def table(headers: Sequence[str], rows: Iterable[Sequence[object]]) -> str:
     """Columns padded to their widest cell, two spaces apart."""
-    cells = [[str(h) for h in headers]] + [[str(c) for c in row] for row in rows]
+    cells = [[printable(str(h)) for h in headers]] + [
+        [printable(str(c)) for c in row] for row in rows
+    ]
     widths = [max(len(row[i]) for row in cells) for i in range(len(headers))]
     lines = [
         "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True))
@@ -37,7 +53,8 @@ def fields(pairs: Sequence[tuple[str, object]]) -> str:
     """``label:  value`` lines with the values aligned."""
     width = max(len(label) for label, _ in pairs) + 1
     return "\n".join(
-        f"{label + ':':<{width}}  {value}".rstrip() for label, value in pairs
+        f"{label + ':':<{width}}  {printable(str(value))}".rstrip()
+        for label, value in pairs
     )
 
 
@@ -228,4 +245,5 @@ def payload_section(payload: bytes) -> str:
 
 
 def indent(text: str, prefix: str = "  ") -> str:
-    return "\n".join(prefix + line if line else line for line in text.splitlines())
+    text = printable(text, keep_newlines=True)
+    return "\n".join(prefix + line if line else line for line in text.split("\n"))

@@ -327,6 +327,11 @@ def _auth_user(position: int, entry: str) -> User:
             f"{where}: the third field is not a role; use one of "
             + ", ".join(reversed(ROLES))
         )
+    if passwords.looks_like_other_hash(password):
+        raise ConfigError(
+            f"{where}: the password looks like a bcrypt hash of a variant pulse "
+            "does not take; use $2a$, $2b$ or $2y$ (pulse-ops passwd makes $2b$)"
+        )
     if passwords.is_bcrypt_hash(password):
         problem = passwords.bcrypt_hash_problem(password)
         if problem is not None:

@@ -34,10 +34,12 @@ from pulse_client.errors import InvalidArgument
 UTC = datetime.UTC
 MAX_EXPRESSION_CHARS = 100
 MAX_TIME_ZONE_CHARS = 100
-# Longer than any daylight-saving shift: a wall-clock time this far before
-# an instant cannot map to a later instant, nor one this far after to an
-# earlier one.
-_SHIFT_BOUND = datetime.timedelta(hours=3)
+# Away from an offset change, wall-clock matches map to instants in order,
+# so each can be yielded as soon as it is found. Near one (within this
+# distance) a match may stand for an instant up to the size of the change
+# earlier or later: those are held back until no later match can precede
+# them. Offsets change at most a few times a year, never twice in a day.
+_CHANGE_WINDOW = datetime.timedelta(days=1)
 _MICROSECOND = datetime.timedelta(microseconds=1)
 _EPOCH = datetime.datetime(2000, 1, 1, tzinfo=UTC)
 
@@ -103,7 +105,7 @@ class CronRule:
     ) -> Iterator[datetime.datetime]:
         """Occurrences strictly after ``moment``, in order, as UTC instants."""
         local = moment.astimezone(self.zone).replace(tzinfo=None)
-        matches = croniter(self._fields, local - _SHIFT_BOUND)
+        matches = croniter(self._fields, local - self._shift_near(local))
         pending: list[datetime.datetime] = []
         last = moment
         while True:
@@ -116,7 +118,11 @@ class CronRule:
                     if instant > moment:
                         heapq.heappush(pending, instant)
                 # No later match can stand for an instant before this one.
-                horizon = _as_utc(naive) - self._largest_offset(naive) - _SHIFT_BOUND
+                horizon = (
+                    _as_utc(naive)
+                    - self._largest_offset(naive)
+                    - self._shift_near(naive)
+                )
             while pending and (horizon is None or pending[0] <= horizon):
                 instant = heapq.heappop(pending)
                 if instant > last:  # two matches can share an instant
@@ -172,6 +178,17 @@ class CronRule:
             else:
                 high = middle
         return datetime.datetime.fromtimestamp(high, UTC)
+
+    def _shift_near(self, naive: datetime.datetime) -> datetime.timedelta:
+        """How far the zone's offset moves within a day of ``naive`` (zero
+        almost always, and in UTC or any zone without daylight saving)."""
+        offsets = {
+            (naive + step).replace(tzinfo=self.zone, fold=fold).utcoffset()
+            for step in (-_CHANGE_WINDOW, datetime.timedelta(), _CHANGE_WINDOW)
+            for fold in (0, 1)
+        }
+        known = [offset for offset in offsets if offset is not None]
+        return max(known) - min(known) if known else datetime.timedelta()
 
     def _largest_offset(self, naive: datetime.datetime) -> datetime.timedelta:
         offsets = [

@@ -16,9 +16,11 @@ from __future__ import annotations
 
 import logging
 import threading
+import unicodedata
 from collections.abc import Callable
 
 from pulse_client._proto.pulse.v1 import pulse_pb2 as pb
+from pulse_client.errors import InvalidArgument
 from pulse_client.limits import validate_topic
 from pulsed.auth import Caller
 from pulsed.config import Config
@@ -63,10 +65,26 @@ def _scope(topic: str) -> str:
     return topic
 
 
+def check_reason(reason: str) -> str:
+    """The reason as stored: stripped, at most MAX_REASON_CHARS, printable
+    (it is shown in terminals and pages)."""
+    reason = reason.strip()
+    if len(reason) > MAX_REASON_CHARS:
+        raise InvalidArgument(
+            f"the reason is {len(reason)} characters long; at most {MAX_REASON_CHARS}"
+        )
+    if any(unicodedata.category(char) == "Cc" for char in reason):
+        raise InvalidArgument(
+            "the reason holds control characters (line breaks, escapes); "
+            "give it as one line of text"
+        )
+    return reason
+
+
 def pause(cur: Cursor, caller: Caller, topic: str, reason: str) -> str:
     """Pause ``topic`` ('' for every topic); returns the scope paused."""
     scope = _scope(topic)
-    reason = reason.strip()[:MAX_REASON_CHARS]
+    reason = check_reason(reason)
     # Wait for claims under way; claims after this see the row.
     cur.execute(LOCK_GATE)
     cur.execute(PAUSE, {"scope": scope, "reason": reason, "user": caller.user})

@@ -16,7 +16,7 @@ MAX_PASSWORD_BYTES = 72
 BCRYPT_PREFIXES = ("$2a$", "$2b$", "$2y$")
 DEFAULT_ROUNDS = 12
 MIN_ROUNDS = 4
-MAX_ROUNDS = 31
+MAX_ROUNDS = 15
 
 
 class PasswordRefused(InvalidArgument):
@@ -68,10 +68,25 @@ def bcrypt_hash_problem(value: str) -> str | None:
     if not is_bcrypt_hash(value):
         return "it does not start with " + ", ".join(BCRYPT_PREFIXES)
     try:
-        _bcrypt.from_string(value)
+        parsed = _bcrypt.from_string(value)
     except (ValueError, TypeError):
         return "it is not a well-formed bcrypt hash ($2b$RR$ and 53 characters)"
+    # Each round doubles the cost of every first login with the credential
+    # (and of every wrong guess): past the limit one check takes minutes and
+    # holds a server thread, even through a shutdown.
+    if not MIN_ROUNDS <= parsed.rounds <= MAX_ROUNDS:
+        return (
+            f"its cost is {parsed.rounds} rounds; use {MIN_ROUNDS} to {MAX_ROUNDS} "
+            "(pulse-ops passwd makes 12)"
+        )
     return None
+
+
+def looks_like_other_hash(value: str) -> bool:
+    """Whether ``value`` looks like a bcrypt hash of a variant pulse does not
+    take ($2$, $2x$): used as a plaintext password it would never match
+    what its owner types."""
+    return value.startswith("$2") and not is_bcrypt_hash(value)
 
 
 def verify_password(password: str, hashed: str) -> bool:

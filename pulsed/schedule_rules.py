@@ -25,6 +25,8 @@ from pulsed.occurrences import Interval, OneShot, Rule
 
 UTC = datetime.UTC
 # The columns RuleColumns.from_row reads, in its order.
+# Shorter intervals are a storm of jobs, not a schedule.
+MIN_EVERY_MS = 100
 RULE_COLUMNS = "kind, at_time, after_ms, every_ms, cron, time_zone, start_at"
 
 
@@ -74,7 +76,7 @@ def validate_rule(rule: pb.ScheduleRule) -> RuleColumns:
         _check_ms("after_ms", rule.after_ms, 0)
         return RuleColumns("at", after_ms=rule.after_ms)
     if kind == "every_ms":
-        _check_ms("every_ms", rule.every_ms, 1)
+        _check_ms("every_ms", rule.every_ms, MIN_EVERY_MS)
         start_at = (
             _moment(rule.start_at, "start_at") if rule.HasField("start_at") else None
         )

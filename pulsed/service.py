@@ -24,7 +24,7 @@ from pulse_client.errors import (
     PulseError,
     ResourceExhausted,
 )
-from pulse_client.limits import validate_topic
+from pulse_client.limits import validate_text, validate_topic
 from pulsed import (
     audit,
     gate,
@@ -321,7 +321,9 @@ class PulseService(pulse_pb2_grpc.PulseServicer):
                 page_size=request.page_size,
                 page_token=request.page_token,
                 error_contains=request.error_contains,
-                created_after=request.created_after.ToDatetime(tzinfo=datetime.UTC)
+                created_after=jobs.from_timestamp(
+                    request.created_after, "created_after"
+                )
                 if request.HasField("created_after")
                 else None,
             )
@@ -479,11 +481,16 @@ class PulseService(pulse_pb2_grpc.PulseServicer):
     def PauseDispatch(
         self, request: pb.PauseDispatchRequest, context: grpc.ServicerContext
     ) -> pb.DispatchStatus:
+        validate_text("reason", request.reason)
         caller = current_caller(context)
         with self.db.transaction() as cur:
             scope = gate.pause(cur, caller, request.topic, request.reason)
             audit.record(
-                cur, caller, "dispatch.pause", scope, {"reason": request.reason}
+                cur,
+                caller,
+                "dispatch.pause",
+                scope,
+                {"reason": gate.check_reason(request.reason)},
             )
             answer = gate.status(cur)
         # This replica follows at once; the others within a gate poll.
@@ -534,6 +541,8 @@ class PulseService(pulse_pb2_grpc.PulseServicer):
     def ListAudit(
         self, request: pb.ListAuditRequest, context: grpc.ServicerContext
     ) -> pb.ListAuditResponse:
+        validate_text("user", request.user)
+        validate_text("action", request.action)
         with self.db.transaction() as cur:
             entries, token = audit.list_entries(cur, request)
         return pb.ListAuditResponse(entries=entries, next_page_token=token)

@@ -321,3 +321,22 @@ def test_pause_and_resume_are_audited_with_their_scope(client: Pulse) -> None:
     assert entries[0].detail == {"was_paused": False}
     assert entries[1].detail == {"was_paused": True}
     assert entries[2].detail == {"reason": "upgrade"}
+
+
+@pytest.mark.parametrize(
+    ("reason", "expected"),
+    [
+        ("x" * 501, "the reason is 501 characters long; at most 500"),
+        ("line1\nline2", "control characters"),
+        ("red \x1b[31malert", "control characters"),
+    ],
+    ids=["too-long", "line-break", "terminal-escape"],
+)
+def test_a_reason_that_is_too_long_or_not_one_line_is_refused(
+    client: Pulse, sql: Sql, reason: str, expected: str
+) -> None:
+    with pytest.raises(InvalidArgument, match=expected):
+        client.pause_dispatch(reason)
+
+    assert sql.all("SELECT scope FROM dispatch_pauses") == []
+    assert sql.all("SELECT action FROM audit_log") == []

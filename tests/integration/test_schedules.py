@@ -405,6 +405,10 @@ def test_bad_input_is_refused_by_name_and_changes_nothing(
         (lambda: Every(0), "Every interval of 0s is out of range"),
         (lambda: Every(-5), "Every interval of -5s is out of range"),
         (
+            lambda: Every(0.0011),
+            "Every interval of 0.0011s is out of range: it must be at least 100 ms",
+        ),
+        (
             lambda: Every(datetime.timedelta(microseconds=100)),
             "Every interval of 0.0001s is out of range",
         ),
@@ -422,6 +426,7 @@ def test_bad_input_is_refused_by_name_and_changes_nothing(
     ids=[
         "zero",
         "negative",
+        "under-the-minimum",
         "sub-millisecond",
         "after",
         "naive-at",
@@ -449,7 +454,9 @@ def test_the_server_refuses_a_bad_rule_with_invalid_argument_and_its_code(
         )
 
     assert_rpc_error(excinfo, grpc.StatusCode.INVALID_ARGUMENT, "invalid_argument")
-    assert (excinfo.value.details() or "").startswith("every_ms 0 is out of range 1..")
+    assert (excinfo.value.details() or "").startswith(
+        "every_ms 0 is out of range 100.."
+    )
     assert sql.scalar("SELECT count(*) FROM schedules") == 0
 
 

@@ -228,3 +228,18 @@ def test_the_progress_bar_redraws_one_line() -> None:
     assert text.startswith("\r[" + "#" * 15 + "." * 15 + "] 500/1000 requeued")
     assert text.endswith("] 500/1000 requeued\n")
     assert "\n" not in text[:-1]
+
+
+def test_stored_text_cannot_restyle_or_rewrite_the_terminal() -> None:
+    from pulse_ops.render import fields, indent, table
+
+    hostile = "ok\x1b[31mRED\x1b[0m\rover\nnext"
+
+    assert table(["reason"], [[hostile]]).splitlines()[1] == (
+        "ok\\x1b[31mRED\\x1b[0m\\rover\\nnext"
+    )
+    assert (
+        fields([("reason", hostile)]) == "reason:  ok\\x1b[31mRED\\x1b[0m\\rover\\nnext"
+    )
+    # Multi-line text (a last error) keeps its lines, nothing else.
+    assert indent(hostile) == "  ok\\x1b[31mRED\\x1b[0m\\rover\n  next"

@@ -427,8 +427,9 @@ def test_the_default_name_is_the_topic_and_the_rule(
             {"rule": pb.ScheduleRule(at=ts(T0), start_at=ts(T0))},
             "start_at applies to every_ms rules only",
         ),
-        ({"rule": pb.ScheduleRule(every_ms=0)}, "every_ms 0 is out of range 1.."),
-        ({"rule": pb.ScheduleRule(every_ms=-5)}, "every_ms -5 is out of range 1.."),
+        ({"rule": pb.ScheduleRule(every_ms=0)}, "every_ms 0 is out of range 100.."),
+        ({"rule": pb.ScheduleRule(every_ms=-5)}, "every_ms -5 is out of range 100.."),
+        ({"rule": pb.ScheduleRule(every_ms=99)}, "every_ms 99 is out of range 100.."),
         (
             {"rule": pb.ScheduleRule(at=timestamp_pb2.Timestamp(seconds=-10))},
             "at 1969-12-31T23:59:50+00:00 is out of range",
@@ -466,3 +467,40 @@ def test_sdk_rules_travel_as_the_wire_rules_and_back() -> None:
 def test_missed_runs_are_named_as_everywhere_in_pulse() -> None:
     assert [str(policy) for policy in MissedRuns] == ["one", "skip", "all"]
     assert MissedRuns("skip") is MissedRuns.SKIP
+
+
+@pytest.mark.parametrize(
+    ("time_zone", "moment", "most"),
+    [
+        # Far from any offset change: the next match, nothing more.
+        ("UTC", datetime.datetime(2027, 6, 1, 12, 0, 30, tzinfo=datetime.UTC), 2),
+        ("Europe/Berlin", datetime.datetime(2027, 6, 1, 12, tzinfo=datetime.UTC), 2),
+        # Within a day of one, every match of the shift is looked at.
+        (
+            "America/New_York",
+            datetime.datetime(2027, 11, 7, 5, 30, tzinfo=datetime.UTC),
+            2 * 60 + 2,
+        ),
+    ],
+)
+def test_a_minutely_cron_walks_only_the_matches_the_offset_shift_needs(
+    time_zone: str, moment: datetime.datetime, most: int, monkeypatch: Any
+) -> None:
+    # Regression: every evaluation used to walk three hours of wall-clock
+    # matches each way, which stalled the scheduler loop on minutely crons
+    # long enough for other schedules to miss occurrences.
+    rule = CronRule("* * * * *", time_zone)
+    walked = itertools.count()
+    original = croniter.get_next
+
+    def counting(self: croniter, *args: Any, **kwargs: Any) -> Any:
+        next(walked)
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(croniter, "get_next", counting)
+
+    following = rule.next_after(moment)
+
+    assert following is not None
+    assert following - moment <= datetime.timedelta(minutes=1)
+    assert next(walked) <= most
