@@ -9,6 +9,7 @@ entry points call ``configure_logging``: the library never sets handlers.
 
 from __future__ import annotations
 
+import datetime
 import logging
 import re
 import sys
@@ -22,6 +23,8 @@ TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s %(message)s"
 # A field starts at a space followed by name=; its value runs to the next.
 _FIELD = re.compile(r"\s(\w+)=")
 _EVENT = re.compile(r"^[a-z_]+(\.[a-z_]+)+$")
+_INTEGER = re.compile(r"-?\d{1,18}")
+_DECIMAL = re.compile(r"-?\d+\.\d+")
 
 
 def split_event(message: str) -> tuple[str | None, dict[str, str]]:
@@ -48,14 +51,28 @@ class EventJsonFormatter(JsonFormatter):
         message_dict: dict[str, Any],
     ) -> None:
         super().add_fields(log_data, record, message_dict)
-        log_data["time"] = self.formatTime(record)
+        log_data["time"] = datetime.datetime.fromtimestamp(
+            record.created, datetime.UTC
+        ).isoformat(timespec="milliseconds")
         log_data["level"] = record.levelname
         log_data["logger"] = record.name
         event, fields = split_event(record.getMessage())
         if event is not None:
             log_data["event"] = event
             for key, value in fields.items():
-                log_data.setdefault(key, value)
+                log_data.setdefault(key, _typed(value))
+
+
+def _typed(value: str) -> Any:
+    """A field's text as the JSON value it reads as: a whole number, a
+    number, or text (without the quotes of a value logged with %r)."""
+    if _INTEGER.fullmatch(value):
+        return int(value)
+    if _DECIMAL.fullmatch(value):
+        return float(value)
+    if len(value) >= 2 and value[0] == value[-1] and value[0] in "'\"":
+        return value[1:-1]
+    return value
 
 
 def configure_logging(

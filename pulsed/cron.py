@@ -42,6 +42,7 @@ MAX_TIME_ZONE_CHARS = 100
 _CHANGE_WINDOW = datetime.timedelta(days=1)
 _MICROSECOND = datetime.timedelta(microseconds=1)
 _EPOCH = datetime.datetime(2000, 1, 1, tzinfo=UTC)
+_NOT_ZONES = frozenset({"localtime", "Factory", "posixrules"})
 
 _ALIASES = {
     "@yearly": "0 0 1 1 *",
@@ -66,6 +67,13 @@ def parse_time_zone(name: str) -> ZoneInfo:
         return ZoneInfo("UTC")
     if len(name) > MAX_TIME_ZONE_CHARS:
         raise InvalidArgument(f"time_zone {name[:MAX_TIME_ZONE_CHARS]!r}… is too long")
+    # "localtime" and "Factory" are files in the zone database, not zones:
+    # the first follows each host's setting, so replicas could disagree.
+    if name in _NOT_ZONES:
+        raise InvalidArgument(
+            f"time_zone {name!r} is not an IANA time zone that means the same "
+            "on every host (for example 'UTC' or 'Europe/Berlin')"
+        )
     try:
         return ZoneInfo(name)
     except (ValueError, KeyError, OSError):

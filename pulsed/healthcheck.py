@@ -12,6 +12,9 @@ from __future__ import annotations
 import os
 import sys
 
+# One line of its own, not gRPC's C-core chatter (read when grpc starts).
+os.environ.setdefault("GRPC_VERBOSITY", "NONE")
+
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 

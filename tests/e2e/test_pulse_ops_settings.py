@@ -187,6 +187,19 @@ def test_an_unreachable_server_is_named_in_one_line(ops: PulseOps) -> None:
     assert result.error.startswith("cannot reach pulse")
 
 
+def test_tls_to_a_plaintext_server_fails_in_one_line_of_its_own(
+    ops: PulseOps, deployment: Deployment
+) -> None:
+    # gRPC's C core used to print its own handshake line first.
+    result = ops("stats", f"--addr={deployment.addr}", "--tls")
+
+    assert result.code == 1
+    assert result.error.startswith(
+        f"cannot reach pulse: server unavailable at {deployment.addr}"
+    )
+    assert "handshake" in result.error.lower()
+
+
 def test_a_broken_config_file_is_reported_with_its_path(ops: PulseOps) -> None:
     ops.config_file.parent.mkdir(parents=True)
     ops.config_file.write_text("{not json")

@@ -77,5 +77,5 @@ def test_json_logs_give_one_object_per_line_with_event_fields(
     started = next(d for d in documents if d.get("event") == "server.started")
 
     assert {"server.started", "server.stopping", "server.stopped"} <= events
-    assert started["port"] == str(server.port)
+    assert started["port"] == server.port
     assert started["level"] == "INFO"

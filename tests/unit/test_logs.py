@@ -66,9 +66,10 @@ def test_the_json_format_gives_one_object_per_record_with_the_fields() -> None:
     }
     assert (document["job_id"], document["attempt"], document["status"]) == (
         "0190-abc",
-        "2",
+        2,
         "retrying",
     )
+    assert document["time"].endswith("+00:00")
 
 
 def test_a_traceback_stays_inside_its_json_line(
@@ -96,3 +97,24 @@ def test_the_text_format_prints_the_message_as_it_is(
 
     (line,) = capsys.readouterr().err.strip().splitlines()
     assert line.endswith("WARNING pulsed.x stream.closed worker_id=w1")
+
+
+def test_json_fields_read_as_numbers_and_lose_the_quotes_of_repr() -> None:
+    formatter = EventJsonFormatter("%(message)s")
+    record = logging.LogRecord(
+        "pulsed.auth",
+        logging.WARNING,
+        __file__,
+        1,
+        "auth.failed peer=%s user=%r delay=%.2f failures=%d",
+        ("ipv4:127.0.0.1:5", "ü", 0.25, 3),
+        None,
+    )
+
+    document = json.loads(formatter.format(record))
+
+    assert (document["user"], document["delay"], document["failures"]) == (
+        "ü",
+        0.25,
+        3,
+    )

@@ -217,6 +217,8 @@ def test_the_latest_occurrences_of_a_cron_after_a_long_gap_are_found_quickly() -
         ("0 * * * *", "Mars/Olympus", "time_zone 'Mars/Olympus' is not an IANA"),
         ("0 * * * *", "../etc/passwd", "time_zone '../etc/passwd' is not an IANA"),
         ("0 * * * *", "utc", "time_zone 'utc' is not an IANA time zone"),
+        ("0 * * * *", "localtime", "time_zone 'localtime' is not an IANA time"),
+        ("0 * * * *", "Factory", "time_zone 'Factory' is not an IANA time zone"),
     ],
 )
 def test_a_bad_cron_or_time_zone_is_refused_naming_it(
