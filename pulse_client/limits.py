@@ -25,3 +25,14 @@ def validate_topic(topic: str) -> str:
             "use 1-200 letters, digits or '._:-'"
         )
     return topic
+
+
+def validate_text(name: str, text: str) -> str:
+    """Return ``text`` if Postgres can store and match it; raise
+    InvalidArgument naming the field ``name`` otherwise (it holds NUL)."""
+    if "\x00" in text:
+        raise InvalidArgument(
+            f"{name} {text[:60]!r} holds a NUL character, which pulse cannot "
+            "store or match; remove it"
+        )
+    return text

@@ -100,7 +100,14 @@ def moment(option: str, text: str) -> datetime.datetime:
         raise UsageError(
             f"{option} {text!r} has no UTC offset; add one, such as Z for UTC or +02:00"
         )
-    return value
+    try:
+        return value.astimezone(datetime.UTC)
+    except OverflowError:
+        # 0001-01-01T00:00:00+05:00 is a valid time that UTC cannot hold.
+        raise UsageError(
+            f"{option} {text!r} is out of range: in UTC it falls outside "
+            "the years 1 to 9999"
+        ) from None
 
 
 def moment_or_age(

@@ -17,7 +17,7 @@ from pulse_client.errors import InvalidArgument
 from pulse_client.limits import MAX_PAGE_SIZE
 from pulsed.auth import Caller
 from pulsed.database import Cursor
-from pulsed.jobs import to_timestamp
+from pulsed.jobs import from_timestamp, to_timestamp
 
 INSERT_ENTRY = """
 INSERT INTO audit_log (username, action, target, detail, peer)
@@ -102,7 +102,7 @@ def list_entries(
 def _moment(request: pb.ListAuditRequest, field: str) -> datetime.datetime | None:
     if not request.HasField(field):  # type: ignore[arg-type]
         return None
-    return getattr(request, field).ToDatetime(tzinfo=datetime.UTC)  # type: ignore[no-any-return]
+    return from_timestamp(getattr(request, field), field)
 
 
 def _encode_page_token(entry_id: int) -> str:

@@ -14,7 +14,7 @@ from google.protobuf import timestamp_pb2
 
 from pulse_client._proto.pulse.v1 import pulse_pb2 as pb
 from pulse_client.errors import InvalidArgument, InvalidState, JobNotFound
-from pulse_client.limits import MAX_PAGE_SIZE, validate_topic
+from pulse_client.limits import MAX_PAGE_SIZE, validate_text, validate_topic
 from pulsed.database import Cursor, Database
 from pulsed.submits import NOTIFY_CHANNEL_PENDING, parse_job_id
 
@@ -167,6 +167,15 @@ def to_timestamp(moment: datetime.datetime | None) -> timestamp_pb2.Timestamp | 
     return ts
 
 
+def from_timestamp(ts: timestamp_pb2.Timestamp, name: str) -> datetime.datetime:
+    """The time a request's field ``name`` holds; InvalidArgument when its
+    seconds or nanos are outside what a Timestamp may hold."""
+    try:
+        return ts.ToDatetime(tzinfo=datetime.UTC)
+    except (ValueError, OverflowError) as exc:
+        raise InvalidArgument(f"{name} is not a valid time: {exc}") from None
+
+
 def row_to_job(row: tuple[Any, ...]) -> pb.Job:
     (
         job_id,
@@ -301,6 +310,8 @@ def _filter_params(
 ) -> dict[str, Any]:
     if topic:
         validate_topic(topic)
+    validate_text("error_contains", error_contains)
+    validate_text("error_signature", error_signature)
     return {
         "statuses": statuses,
         "topic": topic,
@@ -402,7 +413,7 @@ def _requeue_params(job_filter: pb.JobFilter) -> dict[str, Any]:
         )
     created_after = None
     if job_filter.HasField("created_after"):
-        created_after = job_filter.created_after.ToDatetime(tzinfo=datetime.UTC)
+        created_after = from_timestamp(job_filter.created_after, "filter.created_after")
     return _filter_params(
         statuses,
         job_filter.topic,

@@ -115,6 +115,18 @@ def test_times_need_an_offset() -> None:
         arguments.moment("--at", "tomorrow")
 
 
+@pytest.mark.parametrize(
+    "text", ["0001-01-01T00:00:00+05:00", "9999-12-31T23:59:59-05:00"]
+)
+def test_a_time_that_utc_cannot_hold_is_a_usage_error(text: str) -> None:
+    # Regression: these raised OverflowError when the SDK turned them into
+    # UTC, and pulse-ops exited 1 with "unexpected error" instead of 2.
+    with pytest.raises(UsageError, match="out of range"):
+        arguments.moment("--at", text)
+    with pytest.raises(UsageError, match="out of range"):
+        arguments.moment_or_age("--since", text)
+
+
 def test_since_takes_a_time_or_an_age() -> None:
     now = datetime.datetime(2030, 1, 1, 12, tzinfo=datetime.UTC)
 
