@@ -2,7 +2,10 @@
 
 Unary calls go to the current replica; when it is unavailable the call is
 tried once on each other replica before the error reaches the caller. Every
-RPC pulse exposes is safe to repeat (submits are idempotent by job id).
+RPC pulse exposes is safe to repeat (submits are idempotent by job id). A
+call that times out is not repeated (its time is spent), but the next call
+goes to another replica: a hung replica refuses nothing, it only stops
+answering, and would otherwise take every call until it recovered.
 """
 
 from __future__ import annotations
@@ -27,6 +30,27 @@ from pulse_client.errors import (
 DEFAULT_ADDR = "localhost:50051"
 DEFAULT_TIMEOUT_SECONDS = 30.0
 _MAX_MESSAGE_BYTES = 64 * 1024 * 1024
+KEEPALIVE_TIME_MS = 20_000
+KEEPALIVE_TIMEOUT_MS = 10_000
+
+# Every channel to a replica. A replica that hangs (stopped, or its host
+# stalled) refuses no connection and answers no ping: only the keepalive
+# notices, after about KEEPALIVE_TIME_MS + KEEPALIVE_TIMEOUT_MS, and a
+# worker then moves its stream to another replica.
+CHANNEL_OPTIONS = [
+    ("grpc.max_receive_message_length", _MAX_MESSAGE_BYTES),
+    ("grpc.max_send_message_length", _MAX_MESSAGE_BYTES),
+    ("grpc.keepalive_time_ms", KEEPALIVE_TIME_MS),
+    ("grpc.keepalive_timeout_ms", KEEPALIVE_TIMEOUT_MS),
+    # grpcio times a keepalive ping out by this one (default 60 s), not by
+    # keepalive_timeout_ms: without it a hung replica was noticed after a
+    # minute or more.
+    ("grpc.http2.ping_timeout_ms", KEEPALIVE_TIMEOUT_MS),
+    ("grpc.keepalive_permit_without_calls", 1),
+    # Reconnect quickly after a replica restarts.
+    ("grpc.initial_reconnect_backoff_ms", 100),
+    ("grpc.max_reconnect_backoff_ms", 2_000),
+]
 
 _T = TypeVar("_T")
 
@@ -97,9 +121,15 @@ class Connection:
                 self._channels[address] = channel
         return address, pulse_pb2_grpc.PulseStub(channel)
 
-    def rotate(self) -> None:
-        """Prefer the next replica from now on."""
+    def rotate(self, away_from: str | None = None) -> None:
+        """Prefer the next replica from now on; with ``away_from``, only if
+        that address is still the preferred one (so that many calls failing
+        on one replica at once move away from it, not round the ring)."""
         with self._lock:
+            if away_from is not None and (
+                self.addresses[self._current % len(self.addresses)] != away_from
+            ):
+                return
             self._current = (self._current + 1) % len(self.addresses)
 
     def call(self, invoke: Callable[[pulse_pb2_grpc.PulseStub], _T]) -> _T:
@@ -111,11 +141,13 @@ class Connection:
             try:
                 return invoke(stub)
             except grpc.RpcError as exc:
+                if exc.code() == grpc.StatusCode.DEADLINE_EXCEEDED:
+                    self.rotate(away_from=address)
                 if exc.code() != grpc.StatusCode.UNAVAILABLE:
                     raise from_rpc_error(exc) from None
                 tried.append(address)
                 last = exc
-                self.rotate()
+                self.rotate(away_from=address)
         assert last is not None
         details = last.details() if isinstance(last, grpc.Call) else str(last)
         raise Unavailable(
@@ -138,19 +170,11 @@ class Connection:
             channel.close()
 
     def _open(self, address: str) -> grpc.Channel:
-        options = [
-            ("grpc.max_receive_message_length", _MAX_MESSAGE_BYTES),
-            ("grpc.max_send_message_length", _MAX_MESSAGE_BYTES),
-            ("grpc.keepalive_time_ms", 20_000),
-            ("grpc.keepalive_timeout_ms", 10_000),
-            ("grpc.keepalive_permit_without_calls", 1),
-            # Reconnect quickly after a replica restarts.
-            ("grpc.initial_reconnect_backoff_ms", 100),
-            ("grpc.max_reconnect_backoff_ms", 2_000),
-        ]
         if self._credentials is not None:
-            return grpc.secure_channel(address, self._credentials, options=options)
-        return grpc.insecure_channel(address, options=options)
+            return grpc.secure_channel(
+                address, self._credentials, options=CHANNEL_OPTIONS
+            )
+        return grpc.insecure_channel(address, options=CHANNEL_OPTIONS)
 
 
 def wait_until_serving(

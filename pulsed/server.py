@@ -147,6 +147,10 @@ class Server:
                 ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
                 ("grpc.keepalive_time_ms", 20_000),
                 ("grpc.keepalive_timeout_ms", 10_000),
+                # grpcio times a keepalive ping out by this (default 60 s),
+                # not by keepalive_timeout_ms: without it a frozen worker's
+                # stream held its slot and thread for 80 s instead of 30 s.
+                ("grpc.http2.ping_timeout_ms", 10_000),
                 ("grpc.keepalive_permit_without_calls", 1),
                 ("grpc.http2.min_ping_interval_without_data_ms", 5_000),
                 ("grpc.so_reuseport", 0),

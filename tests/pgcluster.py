@@ -21,7 +21,7 @@ import shutil
 import socket
 import subprocess
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 
 import psycopg2
 import pytest
@@ -68,10 +68,20 @@ def _free_port() -> int:
 
 class PgCluster:
     """A private PostgreSQL cluster: ``init()``, ``start()``, ``stop()``,
-    ``destroy()``. Not thread-safe."""
+    ``destroy()``. Not thread-safe.
 
-    def __init__(self, bindir: pathlib.Path | None = None) -> None:
+    ``settings`` are written to ``postgresql.conf`` after the defaults, so
+    they win: ``{"synchronous_commit": "on"}`` for a test that crashes the
+    cluster and expects every acknowledged commit to survive.
+    """
+
+    def __init__(
+        self,
+        bindir: pathlib.Path | None = None,
+        settings: Mapping[str, str] | None = None,
+    ) -> None:
         self.bindir = bindir or find_bindir()
+        self.settings = dict(settings or {})
         self.root = pathlib.Path(tempfile.mkdtemp(prefix="pulse-pg-"))
         self.data_dir = self.root / "data"
         self.socket_dir = self.root / "socket"
@@ -106,6 +116,9 @@ class PgCluster:
             "--no-sync",
         )
         settings = _SETTINGS.format(port=self.port, socket_dir=self.socket_dir)
+        settings += "".join(
+            f"{name} = '{value}'\n" for name, value in self.settings.items()
+        )
         self._run_shell_append(self.data_dir / "postgresql.conf", settings)
 
     def start(self) -> None:
@@ -139,6 +152,15 @@ class PgCluster:
         finally:
             conn.close()
         return self.url(name)
+
+    def drop_database(self, name: str) -> None:
+        conn = psycopg2.connect(self.admin_url, connect_timeout=5)
+        try:
+            conn.autocommit = True
+            with conn.cursor() as cur:
+                cur.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        finally:
+            conn.close()
 
     def log(self) -> str:
         try:

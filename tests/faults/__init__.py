@@ -1,0 +1,1 @@
+"""The fault campaign: pulse loses nothing under the faults production brings."""

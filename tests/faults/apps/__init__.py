@@ -1,0 +1,1 @@
+"""Worker apps of the fault campaign, run by ``pulse-worker``."""
