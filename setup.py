@@ -7,10 +7,20 @@ ship inside the wheel as ``pulsed/migrations``.
 from setuptools import find_packages, setup
 
 setup(
-    packages=find_packages(
-        include=["pulsed", "pulsed.*", "pulse_client", "pulse_client.*",
-                 "pulse_ops", "pulse_ops.*", "pulse_web", "pulse_web.*"]
-    )
-    + ["pulsed.migrations"],
+    packages=[
+        *find_packages(
+            include=[
+                "pulsed",
+                "pulsed.*",
+                "pulse_client",
+                "pulse_client.*",
+                "pulse_ops",
+                "pulse_ops.*",
+                "pulse_web",
+                "pulse_web.*",
+            ]
+        ),
+        "pulsed.migrations",
+    ],
     package_dir={"pulsed.migrations": "migrations"},
 )
