@@ -57,6 +57,7 @@ from pulsed.loops import BackgroundLoop, Promoter, Pruner, Vacuumer, Watchdog
 from pulsed.metrics import MetricsEndpoint, ServerCollector
 from pulsed.migrate import apply_migrations
 from pulsed.notifications import Listener, Notifier
+from pulsed.parsing import RequestParsing
 from pulsed.readiness import DatabaseProbe
 from pulsed.schedules import Scheduler
 from pulsed.service import PulseService
@@ -136,9 +137,12 @@ class Server:
         )
         self.grpc_server = grpc.server(
             self._executor,
-            interceptors=(
-                [AuthInterceptor(self.authenticator)] if self.authenticator else None
-            ),
+            # Parsing first: a request must be a message before anyone
+            # looks at who sent it.
+            interceptors=[
+                RequestParsing(),
+                *([AuthInterceptor(self.authenticator)] if self.authenticator else []),
+            ],
             # Beyond this the server answers RESOURCE_EXHAUSTED at once
             # instead of queueing calls behind busy threads.
             maximum_concurrent_rpcs=threads,

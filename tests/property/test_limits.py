@@ -150,14 +150,15 @@ def test_a_refused_stream_takes_no_slot_and_closing_one_lets_the_next_in(
             stream.close()
 
 
-def test_an_undecodable_request_is_refused_by_grpc_and_the_server_stays_up(
+def test_an_undecodable_request_is_invalid_argument_and_the_server_stays_up(
     start_inprocess: Callable[..., InProcessServer],
 ) -> None:
-    """Pins today's limit: bytes that do not parse as the request message
-    (invalid UTF-8 in a string field, a truncated field) are refused by
-    grpcio itself, as INTERNAL "Exception deserializing request!" without a
-    pulse error code, before pulse sees the call. No SDK can send them
-    (protobuf refuses to serialize invalid UTF-8); a hand-made client can."""
+    """Bytes that do not parse as the request message (invalid UTF-8 in a
+    string field, a truncated field) are refused in pulse's words, on unary
+    calls and on the worker stream. No SDK can send them (protobuf refuses
+    to serialize invalid UTF-8); a hand-made client can. grpcio alone
+    answered INTERNAL "Exception deserializing request!" and logged a
+    traceback."""
     server = start_inprocess()
     channel = server.channel()
     get_job = channel.unary_unary(
@@ -165,12 +166,34 @@ def test_an_undecodable_request_is_refused_by_grpc_and_the_server_stays_up(
         request_serializer=lambda raw: raw,
         response_deserializer=pb.Job.FromString,
     )
+    stream_jobs = channel.stream_stream(
+        "/pulse.v1.Pulse/StreamJobs",
+        request_serializer=lambda raw: raw,
+        response_deserializer=pb.ServerMessage.FromString,
+    )
 
+    refusals = []
     for raw in (b"\x0a\x02\xff\xfe", b"\x0a\x7f"):
         with pytest.raises(grpc.RpcError) as caught:
             get_job(raw, timeout=10)
-        assert caught.value.code() == grpc.StatusCode.INTERNAL
-        assert caught.value.details() == "Exception deserializing request!"
+        refusals.append(caught.value)
+        with pytest.raises(grpc.RpcError) as caught:
+            list(stream_jobs(iter([raw]), timeout=10))
+        refusals.append(caught.value)
 
+    # And mid-stream, after a valid hello.
+    hello = pb.WorkerMessage(
+        hello=pb.Hello(worker_id="w", topics=["t"], credits=1)
+    ).SerializeToString()
+    with pytest.raises(grpc.RpcError) as caught:
+        list(stream_jobs(iter([hello, b"\x0a\x7f"]), timeout=10))
+    refusals.append(caught.value)
+
+    for error in refusals:
+        assert error.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert "is not a valid" in (error.details() or "")
+        assert dict(error.trailing_metadata() or ())["pulse-error-code"] == (
+            "invalid_argument"
+        )
     answer = pulse_pb2_grpc.PulseStub(channel).WhoAmI(pb.WhoAmIRequest(), timeout=10)
     assert answer.role == "admin"
