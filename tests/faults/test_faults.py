@@ -69,9 +69,14 @@ def test_no_job_is_lost_or_completed_twice_and_the_queue_recovers_from_a(
         reconnects = sum(slot.connected_streams() for slot in campaign.workers)
         assert reconnects > WORKERS, "no worker was streaming from the replica"
     if kind == "replica-freeze":
-        # One call timed out on the hung replica; the retry went elsewhere.
+        # A call timed out on the hung replica and the retry went elsewhere:
+        # every job that failed, failed once. (Before the SDK moved away
+        # after a deadline, every retry timed out there too.) The duration
+        # bound allows the one timeout plus a slow answer from the replica
+        # left carrying all the load on a busy machine.
         assert recovery.submit_failures >= 1
-        assert recovery.longest_submit_seconds < SUBMIT_TIMEOUT_SECONDS + 1.0
+        assert sum(report.submit_failures.values()) == report.retried_jobs
+        assert recovery.longest_submit_seconds < 2 * SUBMIT_TIMEOUT_SECONDS + 1.0
     if kind.startswith("postgres-"):
         assert recovery.submit_failures >= 1, "no submit went through the outage"
     if kind == "submit-answer-lost":

@@ -300,15 +300,17 @@ def test_streams_beyond_the_limit_are_refused_with_resource_exhausted(
 def test_heartbeats_keep_a_job_past_its_lease_on_the_same_attempt(
     start_inprocess: Callable[..., InProcessServer], sql: Sql, open_stream: OpenStream
 ) -> None:
+    # A lease eight heartbeats long, kept for over two leases: a lapse
+    # needs eight heartbeats in a row to go missing, not a busy moment.
     stub = start_inprocess(
-        lease_seconds=1, watchdog_seconds=0.1, backoff_base_seconds=0.1
+        lease_seconds=2, watchdog_seconds=0.1, backoff_base_seconds=0.1
     ).stub()
     job = submit(stub)
     worker = open_stream(stub, "w", ["t"], 1)
     other = open_stream(stub, "other", ["t"], 1)
     (assignment,) = worker.take_assignments(1)
 
-    end = time.monotonic() + 2.5
+    end = time.monotonic() + 4.5
     while time.monotonic() < end:
         worker.heartbeat([(job.id, assignment.attempt)])
         time.sleep(0.25)
