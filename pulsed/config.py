@@ -236,14 +236,19 @@ class _Reader:
 _LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 
 
-def _grpc_addr(raw: str) -> str:
+def _host_port(variable: str, raw: str, example: str) -> str:
+    """``raw`` if it is HOST:PORT with a port from 0 to 65535."""
     host, _, port = raw.strip().rpartition(":")
     if not host or not port.isdigit() or not 0 <= int(port) <= 65535:
         raise ConfigError(
-            f"PULSE_GRPC_ADDR={raw!r} is not HOST:PORT with a port from 0 to 65535 "
-            "(for example 127.0.0.1:50051 or [::]:50051)"
+            f"{variable}={raw!r} is not HOST:PORT with a port from 0 to 65535 "
+            f"(for example {example})"
         )
     return raw.strip()
+
+
+def _grpc_addr(raw: str) -> str:
+    return _host_port("PULSE_GRPC_ADDR", raw, "127.0.0.1:50051 or [::]:50051")
 
 
 def _log_format(raw: str) -> str:
@@ -259,13 +264,7 @@ def _log_format(raw: str) -> str:
 def _metrics_addr(raw: str | None) -> str | None:
     if raw is None or not raw.strip():
         return None
-    host, _, port = raw.strip().rpartition(":")
-    if not host or not port.isdigit() or not 0 <= int(port) <= 65535:
-        raise ConfigError(
-            f"PULSE_METRICS_ADDR={raw!r} is not HOST:PORT with a port from 0 to "
-            "65535 (for example 127.0.0.1:9464)"
-        )
-    return raw.strip()
+    return _host_port("PULSE_METRICS_ADDR", raw, "127.0.0.1:9464")
 
 
 def _log_level(raw: str) -> str:

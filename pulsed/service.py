@@ -58,6 +58,19 @@ def abort_with(context: grpc.ServicerContext, error: PulseError) -> None:
     context.abort(error.status, str(error))
 
 
+def _refuse(
+    context: grpc.ServicerContext, method: Callable[..., Any], exc: Exception
+) -> None:
+    """End a failed call: a pulse error with its status, anything else as
+    a generic internal error (the traceback goes to the log, not the client)."""
+    if isinstance(exc, PulseError):
+        if exc.status == grpc.StatusCode.INTERNAL:
+            log.error("rpc.failed method=%s error=%s", method.__name__, exc)
+        abort_with(context, exc)
+    log.error("rpc.crashed method=%s", method.__name__, exc_info=exc)
+    abort_with(context, PulseError("Internal server error; see the server log"))
+
+
 def _rpc(method: Callable[..., _R]) -> Callable[..., _R]:
     """Turn pulse errors into statuses; never leak a traceback to the client."""
 
@@ -65,13 +78,8 @@ def _rpc(method: Callable[..., _R]) -> Callable[..., _R]:
     def wrapper(self: PulseService, request: Any, context: grpc.ServicerContext) -> _R:
         try:
             return method(self, request, context)
-        except PulseError as exc:
-            if exc.status == grpc.StatusCode.INTERNAL:
-                log.error("rpc.failed method=%s error=%s", method.__name__, exc)
-            abort_with(context, exc)
-        except Exception:
-            log.exception("rpc.crashed method=%s", method.__name__)
-            abort_with(context, PulseError("Internal server error; see the server log"))
+        except Exception as exc:
+            _refuse(context, method, exc)
         raise AssertionError("unreachable: abort raises")
 
     return wrapper
@@ -88,13 +96,8 @@ def _streaming_rpc(
     ) -> Iterator[_R]:
         try:
             yield from method(self, request, context)
-        except PulseError as exc:
-            if exc.status == grpc.StatusCode.INTERNAL:
-                log.error("rpc.failed method=%s error=%s", method.__name__, exc)
-            abort_with(context, exc)
-        except Exception:
-            log.exception("rpc.crashed method=%s", method.__name__)
-            abort_with(context, PulseError("Internal server error; see the server log"))
+        except Exception as exc:
+            _refuse(context, method, exc)
 
     return wrapper
 

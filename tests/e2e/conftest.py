@@ -35,12 +35,9 @@ from tests.fixtures.databases import PostgresServer, Sql
 from tests.fixtures.reports import register_log
 from tests.fixtures.servers import (
     REPO_ROOT,
-    SERVING_TIMEOUT_SECONDS,
-    TEST_DEFAULTS,
     TRACEBACK_MARKER,
     PulsedProcess,
-    free_port,
-    knob_variable,
+    spawn_serving,
 )
 
 PULSE_WORKER = pathlib.Path(sys.executable).parent / "pulse-worker"
@@ -413,44 +410,6 @@ def start_module_worker(
         pytest.fail("; ".join(problems), pytrace=False)
 
 
-def _spawn_pulsed(
-    db_url: str, knobs: dict[str, Any], log_dir: pathlib.Path, index: int
-) -> PulsedProcess:
-    variables = {
-        knob_variable(name): str(value)
-        for name, value in {**TEST_DEFAULTS, **knobs}.items()
-    }
-    for attempt in range(3):
-        addr = f"127.0.0.1:{free_port()}"
-        log_path = log_dir / f"pulsed-{index}-{attempt}.log"
-        with open(log_path, "wb") as log_file:
-            process = subprocess.Popen(
-                [sys.executable, "-m", "pulsed.server"],
-                cwd=REPO_ROOT,
-                env={
-                    "PATH": "/usr/local/bin:/usr/bin:/bin",
-                    "HOME": str(log_dir),
-                    "LANG": "C.UTF-8",
-                    "PYTHONPATH": str(REPO_ROOT),
-                    "PYTHONUNBUFFERED": "1",
-                    "PULSE_LOG_LEVEL": "INFO",
-                    "DB_URL": db_url,
-                    "PULSE_GRPC_ADDR": addr,
-                    **variables,
-                },
-                stdin=subprocess.DEVNULL,
-                stdout=log_file,
-                stderr=subprocess.STDOUT,
-            )
-        server = PulsedProcess(process, addr, log_path)
-        if server.wait_until_serving(SERVING_TIMEOUT_SECONDS):
-            return server
-        server.kill()
-        if "cannot listen there" not in server.log():
-            break  # not a lost race for the port: give up
-    raise AssertionError(f"pulsed on {addr} did not become SERVING:\n{server.log()}")
-
-
 @pytest.fixture(scope="module")
 def start_deployment(
     postgres_server: PostgresServer,
@@ -474,7 +433,7 @@ def start_deployment(
         deployments.append((name, deployment))
         for index in range(replicas):
             servers.append(
-                _spawn_pulsed(db_url, knobs, log_dir, len(deployments) * 10 + index)
+                spawn_serving(db_url, log_dir, len(deployments) * 10 + index, **knobs)
             )
         return deployment
 

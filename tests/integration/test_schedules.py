@@ -78,7 +78,8 @@ def test_a_schedule_without_a_name_is_named_after_its_topic_and_rule(
     assert schedule.max_attempts == 20
     assert schedule.next_fire_at is not None
     assert schedule.next_fire_at.minute == schedule.next_fire_at.second == 0
-    assert schedule.next_fire_at - schedule.created_at <= datetime.timedelta(hours=1)  # type: ignore[operator]
+    assert schedule.created_at is not None
+    assert schedule.next_fire_at - schedule.created_at <= datetime.timedelta(hours=1)
     assert (schedule.fired_count, schedule.last_job_id, schedule.paused) == (
         0,
         None,

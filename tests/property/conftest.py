@@ -19,9 +19,6 @@ from __future__ import annotations
 import dataclasses
 import datetime
 import os
-import pathlib
-import subprocess
-import sys
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -35,12 +32,9 @@ from pulse_client._proto.pulse.v1 import pulse_pb2 as pb
 from pulse_client._proto.pulse.v1 import pulse_pb2_grpc
 from tests.fixtures.databases import PostgresServer, Sql
 from tests.fixtures.servers import (
-    REPO_ROOT,
-    TEST_DEFAULTS,
     TRACEBACK_MARKER,
     PulsedProcess,
-    free_port,
-    knob_variable,
+    spawn_serving,
 )
 
 # The autouse guards of tests/conftest.py are function-scoped on purpose:
@@ -133,43 +127,6 @@ class Stored:
         assert answer.role == "admin"
 
 
-def spawn_pulsed(db_url: str, log_dir: pathlib.Path, **knobs: Any) -> PulsedProcess:
-    """A pulsed subprocess on a free loopback port, once it is SERVING."""
-    variables = {
-        knob_variable(name): str(value)
-        for name, value in {**TEST_DEFAULTS, **knobs}.items()
-    }
-    for attempt in range(3):
-        addr = f"127.0.0.1:{free_port()}"
-        log_path = log_dir / f"pulsed-{addr.rsplit(':', 1)[1]}.log"
-        with open(log_path, "wb") as log_file:
-            process = subprocess.Popen(
-                [sys.executable, "-m", "pulsed.server"],
-                cwd=REPO_ROOT,
-                env={
-                    "PATH": "/usr/local/bin:/usr/bin:/bin",
-                    "HOME": str(log_dir),
-                    "LANG": "C.UTF-8",
-                    "PYTHONPATH": str(REPO_ROOT),
-                    "PYTHONUNBUFFERED": "1",
-                    "PULSE_LOG_LEVEL": "INFO",
-                    "DB_URL": db_url,
-                    "PULSE_GRPC_ADDR": addr,
-                    **variables,
-                },
-                stdin=subprocess.DEVNULL,
-                stdout=log_file,
-                stderr=subprocess.STDOUT,
-            )
-        server = PulsedProcess(process, addr, log_path)
-        if server.wait_until_serving():
-            return server
-        server.kill()
-        if "cannot listen there" not in server.log() or attempt == 2:
-            break  # not a lost race for the port: give up
-    raise AssertionError(f"pulsed on {addr} did not become SERVING:\n{server.log()}")
-
-
 @pytest.fixture(scope="package")
 def start_package_pulsed(
     postgres_server: PostgresServer,
@@ -185,7 +142,7 @@ def start_package_pulsed(
     def start(**knobs: Any) -> tuple[PulsedProcess, str]:
         name = postgres_server.new_database_name("property")
         db_url = postgres_server.create_database(name, migrated_template)
-        server = spawn_pulsed(db_url, log_dir, **knobs)
+        server = spawn_serving(db_url, log_dir, **knobs)
         started.append((name, server))
         return server, db_url
 

@@ -56,8 +56,9 @@ def test_pulsed_waits_for_readiness_and_gets_more_than_its_grace_to_stop() -> No
     assert "NoNewPrivileges=yes" in text
     assert "User=pulse" in text
     # PULSE_SHUTDOWN_GRACE_SECONDS defaults to 10 s.
-    stop_timeout = int(re.search(r"^TimeoutStopSec=(\d+)$", text, re.M).group(1))  # type: ignore[union-attr]
-    assert stop_timeout > 10
+    stop_timeout = re.search(r"^TimeoutStopSec=(\d+)$", text, re.MULTILINE)
+    assert stop_timeout is not None
+    assert int(stop_timeout.group(1)) > 10
 
 
 def test_the_dockerfile_copies_only_paths_that_exist_and_runs_as_non_root() -> None:

@@ -90,7 +90,8 @@ def test_session_cookie_holds_no_password_and_is_http_only(
     assert "HttpOnly" in cookie
     assert "SameSite=Lax" in cookie
     value = cookie.split(";", 1)[0].split("=", 1)[1]
-    serializer = web.app.session_interface.get_signing_serializer(web.app)  # type: ignore[attr-defined]
+    interface = web.app.session_interface
+    serializer = interface.get_signing_serializer(web.app)  # type: ignore[attr-defined]
     content = serializer.loads(value)
     assert set(content) <= {"sid", "csrf_token", "_flashes"}
     assert "wonderland" not in repr(content) and "wonderland" not in cookie
