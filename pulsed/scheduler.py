@@ -65,7 +65,7 @@ SELECT r.job_id, s.topic, s.payload, s.priority,
        r.occurrence
 FROM recorded r CROSS JOIN schedules s
 WHERE s.id = %(schedule_id)s
-ON CONFLICT ON CONSTRAINT jobs_schedule_occurrence_key DO NOTHING
+ON CONFLICT (schedule_id, occurrence) WHERE schedule_id IS NOT NULL DO NOTHING
 RETURNING id, occurrence, status
 """
 

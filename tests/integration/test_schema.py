@@ -67,17 +67,13 @@ JOBS_INDEXES = {
         "WHERE (status = ANY (ARRAY['completed'::text, 'dead_lettered'::text, "
         "'canceled'::text]))"
     ),
-    "jobs_created_idx": (
-        "CREATE INDEX jobs_created_idx ON public.jobs USING btree "
-        "(created_at DESC, id DESC)"
-    ),
     "jobs_status_created_idx": (
         "CREATE INDEX jobs_status_created_idx ON public.jobs USING btree "
         "(status, created_at DESC, id DESC)"
     ),
     "jobs_schedule_occurrence_key": (
         "CREATE UNIQUE INDEX jobs_schedule_occurrence_key ON public.jobs USING btree "
-        "(schedule_id, occurrence)"
+        "(schedule_id, occurrence) WHERE (schedule_id IS NOT NULL)"
     ),
 }
 
@@ -97,7 +93,6 @@ JOBS_CONSTRAINTS = {
         "c",
         "CHECK (((max_attempts >= 1) AND (max_attempts <= 1000)))",
     ),
-    "jobs_schedule_occurrence_key": ("u", "UNIQUE (schedule_id, occurrence)"),
 }
 
 JOBS_RELOPTIONS = [
@@ -370,10 +365,57 @@ def test_two_servers_booting_at_once_on_an_empty_database_migrate_it_once(
         assert check.scalar("SELECT to_regclass('jobs') IS NOT NULL") is True
     finally:
         check.close()
-    assert applied == [("0001.jobs",), ("0002.schedules_dispatch_audit",)]
+    assert applied == [
+        ("0001.jobs",),
+        ("0002.schedules_dispatch_audit",),
+        ("0003.lean_jobs_indexes",),
+    ]
     assert log == [
         ("0001.jobs", "apply"),
         ("0002.schedules_dispatch_audit", "apply"),
+        ("0003.lean_jobs_indexes", "apply"),
     ]
     migrated_by = [p for p in (first, second) if "migrations.applied" in p.log()]
     assert len(migrated_by) == 1
+
+
+def test_newest_first_listing_reads_one_page_per_status_from_the_index(
+    sql: Sql,
+) -> None:
+    # A deep history of finished jobs and a few of the other statuses:
+    # the first page must come from the status index, a page per status,
+    # never from reading the whole table.
+    sql.execute(
+        """
+        INSERT INTO jobs (id, topic, status, max_attempts, created_at)
+        SELECT gen_random_uuid(), 't',
+               (ARRAY['completed', 'pending', 'dead_lettered'])[1 + (i % 50 = 0)::int
+                                                              + (i % 99 = 0)::int],
+               3, now() - i * interval '1 second'
+        FROM generate_series(1, 30000) AS i
+        """
+    )
+    sql.execute("ANALYZE jobs")
+    params = {
+        "statuses": [],
+        "list_statuses": list(jobs.STATUS_TO_PROTO),
+        "topic": "",
+        "error_contains": "",
+        "error_signature": "",
+        "created_after": None,
+        "after_created": None,
+        "after_id": None,
+        "limit": 51,
+    }
+    with sql.conn.cursor() as cur:
+        cur.execute("EXPLAIN (ANALYZE, FORMAT JSON) " + jobs.LIST_JOBS, params)
+        plan = cur.fetchone()[0][0]["Plan"]
+
+    def nodes(node: dict[str, Any]) -> list[dict[str, Any]]:
+        return [node, *(n for child in node.get("Plans", []) for n in nodes(child))]
+
+    scans = [n for n in nodes(plan) if n.get("Relation Name") == "jobs"]
+    assert {n["Node Type"] for n in scans} == {"Index Scan"}
+    assert {n["Index Name"] for n in scans} == {"jobs_status_created_idx"}
+    # Seven statuses, at most a page each: not the 30,000 rows.
+    assert sum(n["Actual Rows"] * n["Actual Loops"] for n in scans) <= 7 * 51
