@@ -127,11 +127,14 @@ class Database:
     def dsn(self) -> str:
         return self._dsn
 
-    def connect(self) -> Connection:
+    def connect(self, application_name: str | None = None) -> Connection:
         """A new connection outside the pool (for LISTEN and migrations)."""
+        kwargs = dict(self._connect_kwargs)
+        if application_name is not None:
+            kwargs["application_name"] = application_name
         try:
             conn: Connection = psycopg2.connect(
-                self._dsn, connection_factory=_PulseConnection, **self._connect_kwargs
+                self._dsn, connection_factory=_PulseConnection, **kwargs
             )
         except psycopg2.OperationalError as exc:
             raise Unavailable(f"Database unreachable: {_first_line(exc)}") from exc

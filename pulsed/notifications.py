@@ -22,6 +22,10 @@ from pulsed.submits import NOTIFY_CHANNEL_DUE, NOTIFY_CHANNEL_PENDING
 # The dispatch pause changed (see pulsed.gate).
 NOTIFY_CHANNEL_GATE = "pulse_gate"
 
+# Every replica's LISTEN connection goes by this name, so that a replica can
+# tell whether any other replica would hear its announcements.
+LISTENER_APPLICATION_NAME = "pulsed-listener"
+
 log = logging.getLogger(__name__)
 
 
@@ -45,6 +49,8 @@ class Listener:
             target=self._run, name="pulse-listener", daemon=True
         )
         self.connected = threading.Event()
+        # The server process of the LISTEN connection (0: none yet).
+        self.backend_pid = 0
 
     def start(self) -> None:
         self._thread.start()
@@ -68,7 +74,8 @@ class Listener:
                 self._stop.wait(delay)
 
     def _listen(self) -> None:
-        conn = self._db.connect()
+        conn = self._db.connect(application_name=LISTENER_APPLICATION_NAME)
+        self.backend_pid = conn.get_backend_pid()
         try:
             conn.autocommit = True
             with conn.cursor() as cur:
@@ -115,6 +122,15 @@ ANNOUNCE = """
 SELECT pg_notify(%(channel)s, topic) FROM unnest(%(topics)s::text[]) AS t(topic)
 """
 
+# The LISTEN connections of this database's replicas.
+LISTENERS = """
+SELECT pid FROM pg_stat_activity
+WHERE datname = current_database() AND application_name = %(name)s
+"""
+
+# How long a count of the other replicas' listeners is trusted.
+LISTENERS_TTL_SECONDS = 0.25
+
 
 class Notifier:
     """Announces new work to the other replicas, coalesced.
@@ -125,11 +141,30 @@ class Notifier:
     into at most one NOTIFY transaction per ``coalesce_seconds``. A
     notification lost to a crash between the commit and the NOTIFY only
     delays the other replicas until their safety poll.
+
+    A replica that no other replica listens to sends nothing: every NOTIFY
+    costs a transaction to send and one more per listening backend, and a
+    lone replica is the common deployment. The count of other listeners is
+    re-read at most every ``LISTENERS_TTL_SECONDS``, only when there is
+    something to announce. A replica whose listener connects within that
+    window wakes all its streams on connecting, so it can only miss work
+    submitted in the same fraction of a second, until its safety poll.
     """
 
-    def __init__(self, db: Database, coalesce_seconds: float) -> None:
+    def __init__(
+        self,
+        db: Database,
+        coalesce_seconds: float,
+        own_listener_pid: Callable[[], int] = lambda: 0,
+    ) -> None:
         self._db = db
         self._coalesce_seconds = coalesce_seconds
+        self._own_listener_pid = own_listener_pid
+        self._others_listening = True
+        self._listeners_read_at = float("-inf")
+        # Announcements sent and skipped (nobody else listening).
+        self.sent = 0
+        self.skipped = 0
         self._cond = threading.Condition()
         self._topics: set[str] = set()
         self._due = False
@@ -175,7 +210,21 @@ class Notifier:
             if not self._stopping:
                 time.sleep(self._coalesce_seconds)
 
+    def _others_listen(self) -> bool:
+        now = time.monotonic()
+        if now - self._listeners_read_at >= LISTENERS_TTL_SECONDS:
+            with self._db.transaction() as cur:
+                cur.execute(LISTENERS, {"name": LISTENER_APPLICATION_NAME})
+                pids = {row[0] for row in cur.fetchall()}
+            self._others_listening = bool(pids - {self._own_listener_pid()})
+            self._listeners_read_at = now
+        return self._others_listening
+
     def _send(self, topics: set[str], due: bool) -> None:
+        if not self._others_listen():
+            self.skipped += 1
+            return
+        self.sent += 1
         with self._db.transaction() as cur:
             if topics:
                 cur.execute(

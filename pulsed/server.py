@@ -89,7 +89,11 @@ class Server:
         )
         self.dispatcher = Dispatcher(self.db, config)
         self.promoter = Promoter(self.db, config, on_pending=self.dispatcher.wake)
-        self.notifier = Notifier(self.db, config.notify_coalesce_ms / 1000)
+        self.notifier = Notifier(
+            self.db,
+            config.notify_coalesce_ms / 1000,
+            own_listener_pid=lambda: self.listener.backend_pid,
+        )
         self.gate = PauseGate(self.db, config, on_change=self.dispatcher.set_paused)
         self.scheduler = Scheduler(self.db, config, on_fired=self._on_fired)
         self.service = PulseService(

@@ -6,11 +6,16 @@ waits of many seconds; the precise latency belongs to the benchmark.
 
 from __future__ import annotations
 
+import select
 import statistics
 import time
 from collections.abc import Callable
 
+import psycopg2
+
 from pulse_client._proto.pulse.v1 import pulse_pb2_grpc
+from pulsed.notifications import LISTENER_APPLICATION_NAME, LISTENERS_TTL_SECONDS
+from pulsed.submits import NOTIFY_CHANNEL_PENDING
 from tests.fixtures.servers import PulsedProcess
 from tests.fixtures.streams import WorkerStream
 from tests.fixtures.wire import submit
@@ -76,3 +81,47 @@ def test_a_delayed_job_is_dispatched_within_tens_of_milliseconds_of_its_time(
     ((arrived, _),) = worker.take_timed_assignments(1, timeout_seconds=5)
 
     assert 0.3 <= arrived - started < 0.3 + 0.2
+
+
+def _listen(db_url: str, application_name: str) -> psycopg2.extensions.connection:
+    conn = psycopg2.connect(db_url, application_name=application_name)
+    conn.autocommit = True
+    with conn.cursor() as cur:
+        cur.execute(f"LISTEN {NOTIFY_CHANNEL_PENDING}")
+    return conn
+
+
+def _heard(conn: psycopg2.extensions.connection, seconds: float) -> list[str]:
+    """The topics announced on ``conn`` within ``seconds``."""
+    deadline = time.monotonic() + seconds
+    topics = []
+    while (left := deadline - time.monotonic()) > 0:
+        if select.select([conn], [], [], left)[0]:
+            conn.poll()
+            topics += [note.payload for note in conn.notifies]
+            conn.notifies.clear()
+    return topics
+
+
+def test_a_lone_replica_announces_nothing_until_another_replica_listens(
+    start_pulsed: Callable[..., PulsedProcess], db_url: str
+) -> None:
+    server = start_pulsed(**SLOW_POLL)
+    stub = server.stub()
+    observer = _listen(db_url, "test-observer")
+    try:
+        for _ in range(20):
+            submit(stub)
+        # Every NOTIFY costs a transaction per listening backend; nobody
+        # that would act on one listens yet.
+        assert _heard(observer, 0.5) == []
+
+        replica = _listen(db_url, LISTENER_APPLICATION_NAME)
+        try:
+            time.sleep(LISTENERS_TTL_SECONDS * 2)
+            submit(stub)
+            assert _heard(replica, 2.0) == ["t"]
+        finally:
+            replica.close()
+    finally:
+        observer.close()
