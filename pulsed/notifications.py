@@ -213,7 +213,7 @@ class Notifier:
     def _others_listen(self) -> bool:
         now = time.monotonic()
         if now - self._listeners_read_at >= LISTENERS_TTL_SECONDS:
-            with self._db.transaction() as cur:
+            with self._db.autocommit() as cur:
                 cur.execute(LISTENERS, {"name": LISTENER_APPLICATION_NAME})
                 pids = {row[0] for row in cur.fetchall()}
             self._others_listening = bool(pids - {self._own_listener_pid()})
