@@ -101,6 +101,9 @@ class Connection:
             self._credentials = grpc.ssl_channel_credentials(root_certificates=root)
         self._lock = threading.Lock()
         self._channels: dict[str, grpc.Channel] = {}
+        # One stub per channel: building one binds every method of the
+        # service (tens of microseconds), too much to pay per call.
+        self._stubs: dict[str, pulse_pb2_grpc.PulseStub] = {}
         self._current = 0
         self._closed = False
 
@@ -115,11 +118,12 @@ class Connection:
                 raise ClientClosed("the Pulse client is closed")
             i = self._current if index is None else index
             address = self.addresses[i % len(self.addresses)]
-            channel = self._channels.get(address)
-            if channel is None:
+            stub = self._stubs.get(address)
+            if stub is None:
                 channel = self._open(address)
                 self._channels[address] = channel
-        return address, pulse_pb2_grpc.PulseStub(channel)
+                stub = self._stubs[address] = pulse_pb2_grpc.PulseStub(channel)
+        return address, stub
 
     def rotate(self, away_from: str | None = None) -> None:
         """Prefer the next replica from now on; with ``away_from``, only if
@@ -166,6 +170,7 @@ class Connection:
         with self._lock:
             self._closed = True
             channels, self._channels = list(self._channels.values()), {}
+            self._stubs = {}
         for channel in channels:
             channel.close()
 
