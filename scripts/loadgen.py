@@ -1,12 +1,15 @@
 """Load generator for pulse: submit rates, drain throughput, dispatch latency,
-database transactions per job and claim cost against backlog depth.
+database transactions per job, claim cost against backlog depth and the
+server's memory with a deep backlog and many streams.
 
 By default it starts its own ``pulsed`` (a subprocess on a free loopback port,
 logging to a file) against a fresh database that it creates from ``--db-url``
 and drops at the end. With ``--addr`` it talks to a running server instead;
 ``--db-url`` then names that server's database (needed by the scenarios that
 read the database: drain, steady, txn, claim-depth), and the loadgen deletes
-only its own ``loadgen.*`` jobs there.
+only its own ``loadgen.*`` jobs there. The rss scenario reads the memory of
+the server it started, so it needs no ``--addr`` (and is left out of the
+default scenarios with one).
 
 Scenarios (``--scenario a,b,...``; all by default):
 
@@ -26,6 +29,13 @@ Scenarios (``--scenario a,b,...``; all by default):
   claim-depth     the claim statement (``pulsed.dispatch.CLAIM_JOBS``, 100
                   slots, rolled back) against backlogs of each size in
                   ``--claim-backlogs``: own topic, other topics, future-dated
+  rss             pulsed's resident memory (VmRSS, VmHWM; MB = 10^6 bytes)
+                  freshly started, then beside a backlog of ``--rss-backlog``
+                  pending jobs, then while ``--rss-streams`` worker streams
+                  (one ``Pulse.run()`` each, spread over ``--rss-processes``
+                  worker processes) claim from it for ``--rss-seconds``;
+                  also counts the jobs a graceful stop of the streams left
+                  running (each then waits for its lease to lapse)
 
 Transactions are counted from ``pg_stat_database``. Backends publish their
 counters lazily (up to 10 s late when idle), so before each reading the
@@ -33,8 +43,8 @@ loadgen restarts the server it manages (a backend publishes on exit); against
 an external server it waits ``--stats-settle-seconds`` instead.
 
 ``--preset full`` sets the sizes of the real run (20k-job drain, 1M-row
-backlog); the default preset is a smoke run of a few seconds. Size flags
-override the preset.
+backlogs, 200 streams); the default preset is a smoke run of a few seconds.
+Size flags override the preset.
 """
 
 from __future__ import annotations
@@ -48,6 +58,7 @@ import multiprocessing
 import os
 import pathlib
 import platform
+import re
 import signal
 import socket
 import statistics
@@ -67,6 +78,7 @@ import psycopg2.sql
 
 from pulse_client import NewJob, Pulse
 from pulse_client.connection import wait_until_serving
+from pulsed.config import Config
 from pulsed.database import Database, Prepared
 from pulsed.dispatch import CLAIM_JOBS
 from pulsed.migrate import apply_migrations
@@ -80,9 +92,12 @@ SCENARIOS = (
     "latency",
     "txn",
     "claim-depth",
+    "rss",
 )
 # Scenarios that read or write the database directly.
-_DB_SCENARIOS = {"drain", "steady", "txn", "claim-depth"}
+_DB_SCENARIOS = {"drain", "steady", "txn", "claim-depth", "rss"}
+# Scenarios that need the server the loadgen starts.
+_MANAGED_SCENARIOS = {"rss"}
 
 PRESETS: dict[str, dict[str, Any]] = {
     "smoke": {
@@ -95,6 +110,9 @@ PRESETS: dict[str, dict[str, Any]] = {
         "latency_rate": 100.0,
         "claim_backlogs": "1000,10000",
         "claim_reps": 10,
+        "rss_backlog": 2_000,
+        "rss_streams": 5,
+        "rss_seconds": 3.0,
     },
     "full": {
         "submit_jobs": 5_000,
@@ -106,6 +124,9 @@ PRESETS: dict[str, dict[str, Any]] = {
         "latency_rate": 100.0,
         "claim_backlogs": "10000,1000000",
         "claim_reps": 50,
+        "rss_backlog": 1_000_000,
+        "rss_streams": 200,
+        "rss_seconds": 30.0,
     },
 }
 
@@ -120,6 +141,7 @@ REFERENCES = {
     "go_submit": ("Go pulse submit", 4_169.0),
     "go_drain": ("Go pulse e2e", 1_223.0),
     "go_latency_p50": ("Go pulse p50", 773.0),
+    "rss_peak": ("goal, MB", 200.0),
 }
 
 TOPIC_PREFIX = "loadgen."
@@ -132,6 +154,15 @@ CLAIM_OTHER_TOPIC = "loadgen.claim-other"
 CLAIM_SLOTS = 100
 # Pending jobs of the claimed topic beside an other-topic or future backlog.
 CLAIM_OWN_ROWS = 1_000
+RSS_TOPIC = "loadgen.rss"
+# Long enough that a handler slot stays taken while the stream claims for
+# the others, short enough that the backlog keeps moving.
+RSS_HANDLER_SECONDS = 0.005
+# Lets the server's start-up, and its loops' first look at a new backlog,
+# finish before a reading.
+RSS_SETTLE_SECONDS = 2.0
+RSS_SAMPLE_SECONDS = 0.1
+RSS_CONNECT_TIMEOUT_SECONDS = 60.0
 
 SERVING_TIMEOUT_SECONDS = 30.0
 STOP_TIMEOUT_SECONDS = 15.0
@@ -615,8 +646,62 @@ def _worker_main(
             pathlib.Path(record_path).write_text(json.dumps(records))
 
 
+def _streams_main(
+    addr: str, topic: str, streams: int, concurrency: int, ready: Any
+) -> None:
+    """A worker process holding ``streams`` runtimes until SIGTERM or SIGINT.
+
+    Each runtime has a client of its own, so each opens its own StreamJobs
+    stream, as that many single-stream worker processes would. The handler
+    sleeps briefly.
+    """
+    stopping = threading.Event()
+
+    def on_signal(signum: int, frame: object) -> None:
+        stopping.set()
+
+    # Runtimes started outside the main thread leave the signals alone.
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, on_signal)
+
+    def handle(args: dict) -> None:  # type: ignore[type-arg]
+        time.sleep(RSS_HANDLER_SECONDS)
+
+    clients = [
+        Pulse(addr, concurrency=concurrency, grace_seconds=5.0) for _ in range(streams)
+    ]
+    for pulse in clients:
+        pulse.register(topic, handle)
+    runners = [
+        threading.Thread(target=pulse.run, name=f"stream-{i}", daemon=True)
+        for i, pulse in enumerate(clients)
+    ]
+    for runner in runners:
+        runner.start()
+    ready.set()
+
+    while not stopping.wait(POLL_SECONDS):
+        pass
+    for pulse in clients:
+        pulse.stop()
+    deadline = time.monotonic() + WORKER_STOP_TIMEOUT_SECONDS / 2
+    for runner in runners:
+        runner.join(max(0.0, deadline - time.monotonic()))
+    for pulse in clients:
+        pulse.close()
+
+
+def _spread(total: int, parts: int) -> list[int]:
+    """``total`` split into ``parts`` shares that differ by one at most."""
+    return [total // parts + (i < total % parts) for i in range(parts)]
+
+
 class Workers:
-    """N worker processes (spawned, as ``pulse-worker --processes N`` does)."""
+    """N worker processes (spawned, as ``pulse-worker --processes N`` does).
+
+    With ``streams``, the processes share that many runtimes, one stream each,
+    instead of running one runtime apiece.
+    """
 
     def __init__(
         self,
@@ -626,6 +711,7 @@ class Workers:
         concurrency: int,
         profiler: Profiler | None,
         record_dir: str | None = None,
+        streams: int | None = None,
     ) -> None:
         context = multiprocessing.get_context("spawn")
         self._profiler = profiler
@@ -634,16 +720,27 @@ class Workers:
             for i in range(processes)
         ]
         self._ready = [context.Event() for _ in range(processes)]
+        targets: list[tuple[Callable[..., None], tuple[Any, ...]]]
+        if streams is None:
+            targets = [
+                (_worker_main, (addr, topic, concurrency, path, ready))
+                for path, ready in zip(self._record_paths, self._ready, strict=True)
+            ]
+        else:
+            targets = [
+                (_streams_main, (addr, topic, share, concurrency, ready))
+                for share, ready in zip(
+                    _spread(streams, processes), self._ready, strict=True
+                )
+            ]
         self._processes: list[BaseProcess] = [
             context.Process(
-                target=_worker_main,
-                args=(addr, topic, concurrency, path, ready),
+                target=target,
+                args=target_args,
                 name=f"loadgen-worker-{i}",
                 daemon=True,
             )
-            for i, (path, ready) in enumerate(
-                zip(self._record_paths, self._ready, strict=True)
-            )
+            for i, (target, target_args) in enumerate(targets)
         ]
 
     def __enter__(self) -> Workers:
@@ -1303,6 +1400,181 @@ def run_claim_depth(ctx: Context) -> dict[str, Any]:
     return result
 
 
+def _memory(pid: int) -> dict[str, float]:
+    """Resident memory (now and at its peak, MB) and threads of a local process."""
+    wanted = {"VmRSS": "rss_mb", "VmHWM": "hwm_mb", "Threads": "threads"}
+    found: dict[str, float] = {}
+    with open(f"/proc/{pid}/status") as status:
+        for line in status:
+            key, _, value = line.partition(":")
+            if key in wanted:
+                number = int(value.split()[0])
+                # /proc counts memory in KiB.
+                found[wanted[key]] = (
+                    number if key == "Threads" else round(number * 1024 / 1e6, 1)
+                )
+    return found
+
+
+class _StreamCount:
+    """Streams open on the managed server, from the ``stream.opened`` and
+    ``stream.closed`` events its log gained since this count began (INFO
+    events, in the text or the JSON log format)."""
+
+    _OPENED = re.compile(rb'[ "]stream\.opened[ "]')
+    _CLOSED = re.compile(rb'[ "]stream\.closed[ "]')
+
+    def __init__(self, log_path: pathlib.Path) -> None:
+        self._path = log_path
+        self._offset = log_path.stat().st_size
+        self._open = 0
+
+    def now(self) -> int:
+        with open(self._path, "rb") as log_file:
+            log_file.seek(self._offset)
+            text = log_file.read()
+        # A line still being written is read again next time.
+        complete = text[: text.rfind(b"\n") + 1]
+        self._offset += len(complete)
+        for line in complete.splitlines():
+            if self._OPENED.search(line):
+                self._open += 1
+            elif self._CLOSED.search(line):
+                self._open -= 1
+        return self._open
+
+
+def _stream_limit(ctx: Context) -> int:
+    env = _server_env(ctx.args.server_env)
+    if env.get("PULSE_LOG_LEVEL", "INFO").upper() not in ("DEBUG", "INFO"):
+        raise BenchError("rss counts streams from pulsed's INFO log events")
+    return int(env.get("PULSE_MAX_STREAMS", Config.max_streams))
+
+
+def run_rss(ctx: Context) -> dict[str, Any]:
+    """pulsed's memory: fresh, beside a deep backlog, and under many streams.
+
+    The server is restarted first, so that no earlier scenario's allocations
+    count, and so that its peak (VmHWM) belongs to this scenario alone.
+    """
+    args = ctx.args
+    server = ctx.target.server
+    if server is None:
+        raise BenchError("rss reads the memory of the pulsed it starts: drop --addr")
+    assert ctx.jobs is not None
+    limit = _stream_limit(ctx)
+    if args.rss_streams > limit:
+        raise BenchError(
+            f"--rss-streams {args.rss_streams} is more than the server's "
+            f"PULSE_MAX_STREAMS ({limit}); pass --server-env "
+            f"PULSE_MAX_STREAMS={args.rss_streams}"
+        )
+    processes = min(args.rss_processes, args.rss_streams)
+
+    _clear(ctx)
+    server.stop()
+    ctx.target.ensure_running()
+    assert server.pid is not None
+    pid = server.pid
+    time.sleep(RSS_SETTLE_SECONDS)
+    fresh = _memory(pid)
+
+    ctx.progress.update("rss backlog", 0, 1, force=True)
+    fill_started = time.perf_counter()
+    ctx.jobs.execute(
+        _INSERT_BACKLOG,
+        {
+            "id_prefix": _id_prefix(0),
+            "topic": RSS_TOPIC,
+            "status": "pending",
+            "offset": 0,
+            "rows": args.rss_backlog,
+        },
+    )
+    ctx.jobs.execute("VACUUM ANALYZE jobs")
+    fill_seconds = time.perf_counter() - fill_started
+    time.sleep(RSS_SETTLE_SECONDS)
+    with_backlog = _memory(pid)
+
+    count = _StreamCount(server.log_path)
+    samples: list[dict[str, float]] = []
+    open_max = 0
+
+    def sample() -> int:
+        nonlocal open_max
+        if not server.alive():
+            raise BenchError(f"pulsed exited during the rss run; see {server.log_path}")
+        samples.append(_memory(pid))
+        open_now = count.now()
+        open_max = max(open_max, open_now)
+        return open_now
+
+    with Workers(
+        server.addr,
+        RSS_TOPIC,
+        processes,
+        args.rss_concurrency,
+        ctx.target.profiler,
+        streams=args.rss_streams,
+    ) as workers:
+        workers.wait_ready()
+        connect_started = time.monotonic()
+        while (
+            sample() < args.rss_streams
+            and time.monotonic() - connect_started < RSS_CONNECT_TIMEOUT_SECONDS
+        ):
+            workers.check_alive()
+            ctx.progress.update("rss streams", open_max, args.rss_streams)
+            time.sleep(RSS_SAMPLE_SECONDS)
+        connect_seconds = time.monotonic() - connect_started
+
+        window_started = time.monotonic()
+        while (elapsed := time.monotonic() - window_started) < args.rss_seconds:
+            sample()
+            workers.check_alive()
+            ctx.progress.update("rss", int(elapsed), int(args.rss_seconds))
+            time.sleep(RSS_SAMPLE_SECONDS)
+        open_at_end = sample()
+        running = _memory(pid)
+        exit_codes = workers.stop()
+    time.sleep(RSS_SETTLE_SECONDS)
+    after = _memory(pid)
+
+    # Every stream drained before it closed, so no job should be left
+    # running: any that is waits for its lease to lapse.
+    ((completed, still_running),) = ctx.jobs.execute(
+        "SELECT count(*) FILTER (WHERE status = 'completed'),"
+        " count(*) FILTER (WHERE status = 'running')"
+        " FROM jobs WHERE topic = %s",
+        (RSS_TOPIC,),
+    )
+    return {
+        "backlog": args.rss_backlog,
+        "backlog_fill_s": round(fill_seconds, 3),
+        "streams": args.rss_streams,
+        "stream_limit": limit,
+        "streams_open": open_max,
+        "streams_open_at_end": open_at_end,
+        "connect_s": round(connect_seconds, 3),
+        "processes": processes,
+        "concurrency": args.rss_concurrency,
+        "seconds": args.rss_seconds,
+        "jobs_completed": int(completed),
+        "jobs_running_after_stop": int(still_running),
+        "start_rss_mb": fresh["rss_mb"],
+        "backlog_rss_mb": with_backlog["rss_mb"],
+        "sampled_max_rss_mb": max(s["rss_mb"] for s in samples),
+        "end_rss_mb": running["rss_mb"],
+        # The kernel's high-water mark since the restart: it also catches
+        # peaks between two samples.
+        "peak_rss_mb": running["hwm_mb"],
+        "after_streams_rss_mb": after["rss_mb"],
+        "threads_start": int(fresh["threads"]),
+        "threads_max": int(max(s["threads"] for s in samples)),
+        "worker_exit_codes": exit_codes,
+    }
+
+
 RUNNERS: dict[str, Callable[[Context], dict[str, Any]]] = {
     "submit-single": run_submit_single,
     "submit-threads": run_submit_threads,
@@ -1312,6 +1584,7 @@ RUNNERS: dict[str, Callable[[Context], dict[str, Any]]] = {
     "latency": run_latency,
     "txn": run_txn,
     "claim-depth": run_claim_depth,
+    "rss": run_rss,
 }
 
 
@@ -1445,6 +1718,27 @@ def report_rows(results: dict[str, Any]) -> list[tuple[str, str, str, str]]:
                 f"(ratio {s['ratio']:.2f}; claim-index buffers "
                 f"{s[low]['claim_index_buffers']} / {s[high]['claim_index_buffers']})",
             )
+    if "rss" in results:
+        r = results["rss"]
+        add(
+            f"pulsed peak RSS, {r['backlog']:,} backlog, "
+            f"{r['streams_open']}/{r['streams']} streams",
+            f"{r['peak_rss_mb']:.0f} MB",
+            "rss_peak",
+            r["peak_rss_mb"],
+            lower=True,
+        )
+        add(
+            "  fresh / with backlog / streams end / after",
+            f"{r['start_rss_mb']:.0f} / {r['backlog_rss_mb']:.0f} / "
+            f"{r['end_rss_mb']:.0f} / {r['after_streams_rss_mb']:.0f} MB",
+        )
+        add(
+            f"  {r['seconds']:g}s of streams, {r['processes']} processes "
+            f"x{r['concurrency']}",
+            f"{r['jobs_completed']:,} jobs done, {r['threads_max']} server threads, "
+            f"{r['jobs_running_after_stop']} left running after the stop",
+        )
     return rows
 
 
@@ -1477,8 +1771,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     parser.add_argument(
         "--scenario",
-        default=",".join(SCENARIOS),
-        help="comma-separated scenarios (default: all)",
+        help="comma-separated scenarios (default: all; with --addr, all but rss)",
     )
     parser.add_argument(
         "--preset",
@@ -1535,6 +1828,18 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     sizes.add_argument("--claim-backlogs", help="backlog sizes, comma-separated")
     sizes.add_argument("--claim-reps", type=int)
+    sizes.add_argument("--rss-backlog", type=int, help="pending jobs for rss")
+    sizes.add_argument("--rss-streams", type=int, help="worker streams for rss")
+    sizes.add_argument("--rss-seconds", type=float, help="how long the rss streams run")
+    sizes.add_argument(
+        "--rss-processes",
+        type=int,
+        default=4,
+        help="worker processes that share the rss streams",
+    )
+    sizes.add_argument(
+        "--rss-concurrency", type=int, default=2, help="handler threads per stream"
+    )
     profiling = parser.add_argument_group("profiling")
     profiling.add_argument(
         "--profile",
@@ -1582,11 +1887,21 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     for name, value in PRESETS[args.preset].items():
         if getattr(args, name) is None:
             setattr(args, name, value)
-    args.scenarios = [s.strip() for s in args.scenario.split(",") if s.strip()]
+    if args.scenario is None:
+        args.scenarios = [
+            s for s in SCENARIOS if not (args.addr and s in _MANAGED_SCENARIOS)
+        ]
+    else:
+        args.scenarios = [s.strip() for s in args.scenario.split(",") if s.strip()]
     unknown = sorted(set(args.scenarios) - set(SCENARIOS))
     if unknown:
         parser.error(
             f"unknown scenario {', '.join(unknown)}; choose from {', '.join(SCENARIOS)}"
+        )
+    managed = sorted(_MANAGED_SCENARIOS & set(args.scenarios))
+    if args.addr and managed:
+        parser.error(
+            f"{', '.join(managed)} needs the server the loadgen starts; drop --addr"
         )
     if args.addr and not args.db_url and _DB_SCENARIOS & set(args.scenarios):
         parser.error("with --addr, scenarios that read the database need --db-url")
@@ -1601,6 +1916,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "claim_reps",
         "batch_size",
         "latency_concurrency",
+        "rss_backlog",
+        "rss_streams",
+        "rss_processes",
+        "rss_concurrency",
     ):
         if getattr(args, name) < 1:
             parser.error(f"--{name.replace('_', '-')} must be at least 1")

@@ -31,6 +31,10 @@ TINY_SIZES = [
     "--latency-settle=0.5",
     "--claim-backlogs=200,1000",
     "--claim-reps=3",
+    "--rss-backlog=500",
+    "--rss-streams=3",
+    "--rss-processes=2",
+    "--rss-seconds=1",
 ]
 
 # Figures each section must report as positive numbers.
@@ -41,6 +45,14 @@ EXPECTED = {
     "drain": ("jobs_per_s", "span_s", "completed", "transactions_per_job"),
     "steady": ("completed_per_s", "e2e_p50_ms", "e2e_p99_ms"),
     "latency": ("p50_ms", "p95_ms", "p99_ms"),
+    "rss": (
+        "start_rss_mb",
+        "backlog_rss_mb",
+        "sampled_max_rss_mb",
+        "peak_rss_mb",
+        "after_streams_rss_mb",
+        "jobs_completed",
+    ),
 }
 CLAIM_SHAPES = ("own_topic", "other_topic", "future_dated")
 
@@ -95,3 +107,6 @@ def test_loadgen_reports_every_scenario_on_a_tiny_count(
             assert _positive(claims[shape][size]["median_ms"]), claims[shape]
             assert claims[shape][size]["rows_claimed"] == 100
         assert _positive(claims[shape]["ratio"])
+    rss = report["rss"]
+    assert rss["streams_open"] == 3, rss
+    assert rss["peak_rss_mb"] >= rss["sampled_max_rss_mb"], rss
