@@ -1803,7 +1803,7 @@ class WorkerMessage(_message.Message):
     draining: _builtins.bool
     """The worker is shutting down: the server drops its remaining credits and
     sends no more assignments on this stream. Results and heartbeats are
-    still accepted.
+    still accepted. The server answers with ServerMessage.drained.
     """
     @_builtins.property
     def hello(self) -> Global___Hello: ...
@@ -1944,8 +1944,15 @@ class ServerMessage(_message.Message):
     ACKS_FIELD_NUMBER: _builtins.int
     LOST_FIELD_NUMBER: _builtins.int
     LEASE_MS_FIELD_NUMBER: _builtins.int
+    DRAINED_FIELD_NUMBER: _builtins.int
     lease_ms: _builtins.int
     """The server's lease length, sent once after hello."""
+    drained: _builtins.bool
+    """Sent once in answer to the worker's draining: no assignment follows it
+    on this stream. Assignments of a claim that was already under way when
+    draining arrived come before it, so a worker that waits for this before
+    closing its stream never leaves a job it was given unread.
+    """
     @_builtins.property
     def assignments(self) -> _containers.RepeatedCompositeFieldContainer[Global___Assignment]: ...
     @_builtins.property
@@ -1959,10 +1966,11 @@ class ServerMessage(_message.Message):
         acks: _abc.Iterable[Global___ResultAck] | None = ...,
         lost: _abc.Iterable[Global___LostJob] | None = ...,
         lease_ms: _builtins.int = ...,
+        drained: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["acks", b"acks", "assignments", b"assignments", "lease_ms", b"lease_ms", "lost", b"lost"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["acks", b"acks", "assignments", b"assignments", "drained", b"drained", "lease_ms", b"lease_ms", "lost", b"lost"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
