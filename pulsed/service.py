@@ -42,7 +42,7 @@ from pulsed.config import Config
 from pulsed.database import Database
 from pulsed.dispatch import Dispatcher
 from pulsed.gate import PauseGate
-from pulsed.jobs import STATUS_TO_PROTO, to_timestamp
+from pulsed.jobs import STATUS_TO_PROTO
 from pulsed.loops import Promoter
 from pulsed.notifications import Notifier
 from pulsed.schedules import Scheduler
@@ -164,7 +164,9 @@ class PulseService(pulse_pb2_grpc.PulseServicer):
     def _insert_jobs(
         self, new_jobs: list[submits.NewJob]
     ) -> list[submits.SubmitOutcome]:
-        with self.db.transaction() as cur:
+        # One round trip per statement: the insert commits by itself, and the
+        # rare look-up of ids that existed needs no snapshot shared with it.
+        with self.db.autocommit() as cur:
             results, pending_topics, any_scheduled = submits.insert_jobs(cur, new_jobs)
         metrics.count_submitted(
             job.topic
@@ -207,8 +209,8 @@ class PulseService(pulse_pb2_grpc.PulseServicer):
             priority=new_job.priority,
             status=STATUS_TO_PROTO[result.status],
             max_attempts=new_job.max_attempts,
-            run_at=to_timestamp(result.run_at),
-            created_at=to_timestamp(result.created_at),
+            run_at=submits.timestamp_from_us(result.run_at_us),
+            created_at=submits.timestamp_from_us(result.created_at_us),
             timeout_ms=new_job.timeout_ms,
         )
         return pb.SubmitJobResponse(job=job)
@@ -222,21 +224,21 @@ class PulseService(pulse_pb2_grpc.PulseServicer):
                 f"{len(request.jobs)} jobs in one SubmitJobs; send at most "
                 f"{self.config.flush_batch * 10} per call"
             )
-        answers: list[pb.SubmitResult] = [pb.SubmitResult() for _ in request.jobs]
-        valid: list[tuple[int, submits.NewJob]] = []
+        new_jobs: list[submits.NewJob] = []
+        refused: dict[int, submits.SubmitOutcome] = {}
         for index, spec in enumerate(request.jobs):
             try:
-                valid.append((index, submits.validate(spec, self.config)))
+                new_jobs.append(submits.validate(spec, self.config))
             except PulseError as exc:
-                answers[index] = pb.SubmitResult(
-                    job_id=spec.id,
-                    error=pb.ErrorDetail(code=exc.code, message=str(exc)),
-                )
-        if valid:
-            results = self.submit_writer.call([new_job for _, new_job in valid])
-            for (index, _), result in zip(valid, results, strict=True):
-                answers[index] = _submit_result(result)
-        return pb.SubmitJobsResponse(results=answers)
+                refused[index] = submits.SubmitOutcome(spec.id, error=exc)
+        results = iter(self.submit_writer.call(new_jobs) if new_jobs else ())
+
+        # Built in place: a SubmitResult made apart would be copied in.
+        response = pb.SubmitJobsResponse()
+        add = response.results.add
+        for index in range(len(request.jobs)):
+            _submit_result(add(), refused.get(index) or next(results))
+        return response
 
     def StreamJobs(
         self,
@@ -572,14 +574,12 @@ def _rule_text(rule: pb.ScheduleRule) -> str:
     return f"{kind} {value}"
 
 
-def _submit_result(result: submits.SubmitOutcome) -> pb.SubmitResult:
+def _submit_result(answer: pb.SubmitResult, result: submits.SubmitOutcome) -> None:
+    answer.job_id = result.job_id
     if result.error is not None:
-        return pb.SubmitResult(
-            job_id=result.job_id,
-            error=pb.ErrorDetail(code=result.error.code, message=str(result.error)),
-        )
-    return pb.SubmitResult(
-        job_id=result.job_id,
-        existed=result.existed,
-        status=STATUS_TO_PROTO[result.status],
-    )
+        answer.error.code = result.error.code
+        answer.error.message = str(result.error)
+        return
+    answer.status = STATUS_TO_PROTO[result.status]
+    if result.existed:
+        answer.existed = True

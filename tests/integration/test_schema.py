@@ -113,18 +113,11 @@ _BACKOFF = {"backoff_base": 1.0, "backoff_ceiling": 3600.0}
 STATEMENTS: dict[str, tuple[str, dict[str, Any]]] = {
     "submits.INSERT_JOBS": (
         submits.INSERT_JOBS,
-        {
-            "ids": [_ID],
-            "topics": ["t"],
-            "payloads": [psycopg2.Binary(b"\x00")],
-            "priorities": [0],
-            "max_attempts": [3],
-            "timeouts_ms": [0],
-            "run_ats": [None],
-            "delays_ms": [0],
-        },
+        submits.insert_parameters(
+            [submits.NewJob(str(_ID), "t", b"\x00", 0, 3, _AT, 0, 0)]
+        ),
     ),
-    "submits.SELECT_EXISTING": (submits.SELECT_EXISTING, {"ids": [_ID]}),
+    "submits.SELECT_EXISTING": (submits.SELECT_EXISTING, {"ids": f"{{{_ID}}}"}),
     "notifications.ANNOUNCE": (
         notifications.ANNOUNCE,
         {"channel": submits.NOTIFY_CHANNEL_PENDING, "topics": ["t"]},

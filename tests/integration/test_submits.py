@@ -169,6 +169,71 @@ def test_submit_jobs_answers_each_job_and_a_refused_one_never_fails_the_others(
     }
 
 
+def test_submit_answers_the_times_it_stored(
+    stub: pulse_pb2_grpc.PulseStub, sql: Sql
+) -> None:
+    later = datetime.datetime(2031, 2, 3, 4, 5, 6, 789_012, tzinfo=datetime.UTC)
+
+    due, scheduled = submit(stub), submit(stub, run_at=_timestamp(later))
+
+    for job in (due, scheduled):
+        row = sql.job(job.id)
+        assert job.run_at.ToDatetime(tzinfo=datetime.UTC) == row["run_at"]
+        assert job.created_at.ToDatetime(tzinfo=datetime.UTC) == row["created_at"]
+    assert scheduled.status == pb.JOB_STATUS_SCHEDULED
+    assert sql.job(scheduled.id)["run_at"] == later
+
+
+def test_submit_jobs_stores_run_at_to_the_microsecond_and_past_ones_as_due(
+    stub: pulse_pb2_grpc.PulseStub, sql: Sql
+) -> None:
+    later = datetime.datetime(2031, 2, 3, 4, 5, 6, 789_012, tzinfo=datetime.UTC)
+    past = datetime.datetime(2001, 1, 1, tzinfo=datetime.UTC)
+    batch = [spec(run_at=_timestamp(later)), spec(run_at=_timestamp(past)), spec()]
+
+    reply = stub.SubmitJobs(
+        pb.SubmitJobsRequest(jobs=batch), timeout=RPC_TIMEOUT_SECONDS
+    )
+
+    assert [r.status for r in reply.results] == [
+        pb.JOB_STATUS_SCHEDULED,
+        pb.JOB_STATUS_PENDING,
+        pb.JOB_STATUS_PENDING,
+    ]
+    assert sql.job(batch[0].id)["run_at"] == later
+    assert sql.job(batch[1].id)["run_at"] > past
+
+
+def test_one_id_spelled_two_ways_in_a_batch_is_one_job(
+    stub: pulse_pb2_grpc.PulseStub, sql: Sql
+) -> None:
+    job_id = new_id()
+    batch = [spec(id=job_id.upper()), spec(id=job_id), spec(id=job_id.replace("-", ""))]
+
+    reply = stub.SubmitJobs(
+        pb.SubmitJobsRequest(jobs=batch), timeout=RPC_TIMEOUT_SECONDS
+    )
+
+    assert [(r.job_id, r.existed, r.error.code) for r in reply.results] == [
+        (job_id, False, ""),
+        (job_id, True, ""),
+        (job_id, True, ""),
+    ]
+    assert sql.count_jobs() == 1
+
+
+@pytest.mark.parametrize("topic", ["NULL", "null"])
+def test_a_topic_spelled_like_null_is_stored_as_that_text(
+    stub: pulse_pb2_grpc.PulseStub, sql: Sql, topic: str
+) -> None:
+    reply = stub.SubmitJobs(
+        pb.SubmitJobsRequest(jobs=[spec(topic)]), timeout=RPC_TIMEOUT_SECONDS
+    )
+
+    assert reply.results[0].error.code == ""
+    assert sql.job(reply.results[0].job_id)["topic"] == topic
+
+
 def test_submit_jobs_with_an_empty_batch_answers_nothing(
     stub: pulse_pb2_grpc.PulseStub,
 ) -> None:

@@ -11,8 +11,9 @@ from google.protobuf import timestamp_pb2
 
 from pulse_client._proto.pulse.v1 import pulse_pb2 as pb
 from pulse_client.errors import InvalidArgument
+from pulse_client.limits import MAX_DELAY_MS, MAX_TIMEOUT_MS, validate_topic
 from pulsed.config import Config
-from pulsed.submits import MAX_DELAY_MS, MAX_TIMEOUT_MS, validate, validate_topic
+from pulsed.submits import validate
 
 CONFIG = Config(max_payload_bytes=10, default_max_attempts=7)
 JOB_ID = "0190a0b0-c0d0-7e00-8000-000000000001"
@@ -29,7 +30,7 @@ def timestamp(seconds: int, nanos: int = 0) -> timestamp_pb2.Timestamp:
 def test_a_minimal_spec_takes_the_defaults() -> None:
     new = validate(job(payload=b"abc"), CONFIG)
 
-    assert new.id == uuid.UUID(JOB_ID)
+    assert new.id == JOB_ID
     assert (new.topic, new.payload, new.priority) == ("t", b"abc", 0)
     assert (new.max_attempts, new.run_at, new.delay_ms, new.timeout_ms) == (
         7,
@@ -43,8 +44,8 @@ def test_a_spec_without_an_id_gets_a_fresh_uuid7_each_time() -> None:
     first = validate(job(id=""), CONFIG)
     second = validate(job(id=""), CONFIG)
 
-    assert first.id.version == second.id.version == 7
-    assert first.id < second.id
+    assert uuid.UUID(first.id).version == uuid.UUID(second.id).version == 7
+    assert uuid.UUID(first.id) < uuid.UUID(second.id)
 
 
 def test_every_field_is_carried_over() -> None:
@@ -72,7 +73,21 @@ def test_run_at_becomes_an_aware_utc_datetime() -> None:
 
 
 def test_an_uppercase_id_is_the_same_job() -> None:
-    assert validate(job(id=JOB_ID.upper()), CONFIG).id == uuid.UUID(JOB_ID)
+    assert validate(job(id=JOB_ID.upper()), CONFIG).id == JOB_ID
+
+
+@pytest.mark.parametrize(
+    "spelling",
+    [
+        "{0190a0b0-c0d0-7e00-8000-000000000001}",
+        "urn:uuid:0190a0b0-c0d0-7e00-8000-000000000001",
+        "0190a0b0c0d07e008000000000000001",
+    ],
+)
+def test_every_spelling_python_reads_as_a_uuid_becomes_the_canonical_id(
+    spelling: str,
+) -> None:
+    assert validate(job(id=spelling), CONFIG).id == JOB_ID
 
 
 REFUSED: dict[str, tuple[dict[str, Any], str]] = {
@@ -92,6 +107,7 @@ REFUSED: dict[str, tuple[dict[str, Any], str]] = {
     ),
     "max_attempts 1001": ({"max_attempts": 1001}, "max_attempts 1001 is out of range"),
     "malformed id": ({"id": "123"}, "job id '123' is not a UUID"),
+    "id with a line break": ({"id": JOB_ID + "\n"}, "is not a UUID"),
     "negative delay": ({"delay_ms": -5}, "delay_ms -5 is out of range"),
     "delay beyond a century": ({"delay_ms": MAX_DELAY_MS + 1}, "delay_ms"),
     "negative timeout": ({"timeout_ms": -1}, "timeout_ms -1 is out of range"),
