@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import queue
+import re
 import threading
 import uuid
 from collections.abc import Iterator
@@ -32,6 +33,14 @@ MAX_WORKER_ID_CHARS = 200
 # Far below gRPC's message limit, so that a claim of many large payloads
 # never makes a message a worker cannot receive.
 MAX_ASSIGNMENT_MESSAGE_BYTES = 4 * 1024 * 1024
+
+# How pulsed writes a job id, and so how a worker echoes it back.
+_CANONICAL_JOB_ID = re.compile(
+    r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}"
+)
+_REPORTED_OUTCOMES = frozenset(
+    (pb.OUTCOME_SUCCEEDED, pb.OUTCOME_FAILED, pb.OUTCOME_FAILED_PERMANENTLY)
+)
 
 
 class StreamSession:
@@ -162,32 +171,34 @@ def _handle(
         )
 
 
-def _job_id(text: str) -> uuid.UUID:
+def _job_id(text: str) -> str:
+    # Every id the statements get has passed here: a malformed one ends its
+    # own stream, never fails a batch shared with other streams. The
+    # statements and the acks use the canonical form, which is how pulsed
+    # sends ids, so a worker's echo of one is taken as it is; any other
+    # spelling uuid.UUID accepts (capitals, braces, a urn prefix, no
+    # hyphens) is the same job.
+    if _CANONICAL_JOB_ID.fullmatch(text):
+        return text
     try:
-        return uuid.UUID(text)
+        return str(uuid.UUID(text))
     except ValueError:
         raise InvalidArgument(f"job id {text[:100]!r} is not a UUID") from None
 
 
 def _report(session: StreamSession, result: pb.JobResult) -> outcomes.Report:
-    if result.outcome not in (
-        pb.OUTCOME_SUCCEEDED,
-        pb.OUTCOME_FAILED,
-        pb.OUTCOME_FAILED_PERMANENTLY,
-    ):
+    outcome = result.outcome
+    if outcome not in _REPORTED_OUTCOMES:
         raise InvalidArgument(f"result for job {result.job_id!r} has no valid outcome")
-    if not 0 <= result.retry_delay_ms <= outcomes.MAX_RETRY_DELAY_MS:
+    retry_delay_ms = result.retry_delay_ms
+    if not 0 <= retry_delay_ms <= outcomes.MAX_RETRY_DELAY_MS:
         raise InvalidArgument(
-            f"retry_delay_ms {result.retry_delay_ms} is out of range "
+            f"retry_delay_ms {retry_delay_ms} is out of range "
             f"0..{outcomes.MAX_RETRY_DELAY_MS}"
         )
+    job_id = _job_id(result.job_id)
     return outcomes.Report(
-        job_id=_job_id(result.job_id),
-        attempt=result.attempt,
-        worker_id=session.worker_id,
-        outcome=result.outcome,
-        error=result.error,
-        retry_delay_ms=result.retry_delay_ms,
+        job_id, result.attempt, session.worker_id, outcome, result.error, retry_delay_ms
     )
 
 
@@ -201,29 +212,30 @@ def _on_results(
         # Not acknowledged: the worker sends them again once it reconnects.
         session.close(acks if isinstance(acks, PulseError) else Unavailable(str(acks)))
         return
-    session.send(
-        pb.ServerMessage(
-            acks=[
-                pb.ResultAck(
-                    job_id=str(report.job_id),
-                    attempt=report.attempt,
-                    accepted=ack.accepted,
-                    status=STATUS_TO_PROTO.get(ack.status, pb.JOB_STATUS_UNSPECIFIED),
-                )
-                for report, ack in zip(reports, acks, strict=True)
-            ]
-        )
-    )
-    if any(ack.status == "retrying" for ack in acks):
-        service.promoter.wake()
-    for report, ack in zip(reports, acks, strict=True):
-        if not ack.accepted:
+    message = pb.ServerMessage()
+    # Built in place: a ResultAck made apart would be copied in.
+    add = message.acks.add
+    retried = False
+    for report, (accepted, status) in zip(reports, acks, strict=True):
+        if accepted:
+            add(
+                job_id=report.job_id,
+                attempt=report.attempt,
+                accepted=True,
+                status=STATUS_TO_PROTO.get(status, pb.JOB_STATUS_UNSPECIFIED),
+            )
+            retried = retried or status == "retrying"
+        else:
+            add(job_id=report.job_id, attempt=report.attempt)
             log.info(
                 "job.result_refused job_id=%s attempt=%d worker_id=%s",
                 report.job_id,
                 report.attempt,
                 report.worker_id,
             )
+    session.send(message)
+    if retried:
+        service.promoter.wake()
 
 
 def _on_heartbeat(
@@ -235,7 +247,7 @@ def _on_heartbeat(
         return  # the next heartbeat tries again; leases are long
     lost = [
         pb.LostJob(
-            job_id=str(beat.job_id),
+            job_id=beat.job_id,
             attempt=beat.attempt,
             reason=pb.LOSS_REASON_CANCEL_REQUESTED
             if reply.cancel_requested

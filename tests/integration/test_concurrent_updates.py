@@ -14,6 +14,7 @@ import uuid
 
 import psycopg2
 
+from pulse_client._proto.pulse.v1 import pulse_pb2 as pb
 from pulsed import outcomes
 from pulsed.config import Config
 from pulsed.database import Database
@@ -52,7 +53,7 @@ def test_a_result_waiting_on_a_heartbeats_row_lock_is_applied_after_it(
                 acks.extend(
                     outcomes.apply_results(
                         cur,
-                        [outcomes.Report(job_id, 1, "w", 1, "", 0)],
+                        [outcomes.Report(str(job_id), 1, "w", 1, "", 0)],
                         CONFIG,
                     )
                 )
@@ -72,3 +73,52 @@ def test_a_result_waiting_on_a_heartbeats_row_lock_is_applied_after_it(
     assert sql.all("SELECT status, attempt FROM jobs WHERE id = %s", (job_id,)) == [
         ("completed", 1)
     ]
+
+
+def test_a_failure_waiting_on_a_cancel_requests_row_lock_ends_canceled(
+    db: Database, db_url: str, sql: Sql
+) -> None:
+    # The result statement computes the new status from the row it updates,
+    # so a cancel request that commits while the result waits is seen.
+    job_id = uuid.uuid4()
+    _insert_running_job(sql, job_id)
+    holder = psycopg2.connect(db_url)
+    try:
+        # Given a cancel request holding the row's lock, uncommitted...
+        with holder.cursor() as cur:
+            cur.execute(
+                "UPDATE jobs SET cancel_requested_at = now() WHERE id = %s",
+                (job_id,),
+            )
+        acks: list[outcomes.Ack] = []
+
+        def report() -> None:
+            with db.transaction() as cur:
+                acks.extend(
+                    outcomes.apply_results(
+                        cur,
+                        [
+                            outcomes.Report(
+                                str(job_id), 1, "w", pb.OUTCOME_FAILED, "boom", 0
+                            )
+                        ],
+                        CONFIG,
+                    )
+                )
+
+        # ...when a failure arrives it waits on that lock...
+        reporter = threading.Thread(target=report)
+        reporter.start()
+        reporter.join(0.5)
+        assert reporter.is_alive(), "the result should wait for the row lock"
+        # ...and once the cancel request commits, the job ends canceled
+        # instead of being retried.
+        holder.commit()
+        reporter.join(10)
+    finally:
+        holder.close()
+
+    assert acks == [outcomes.Ack(accepted=True, status="canceled")]
+    assert sql.all(
+        "SELECT status, attempt, last_error FROM jobs WHERE id = %s", (job_id,)
+    ) == [("canceled", 1, "boom")]

@@ -165,6 +165,32 @@ def test_credits_are_shared_by_the_streams_of_a_worker_group(
     assert len({a.job_id for a in got}) == 5
 
 
+def test_each_stream_of_a_group_holds_the_jobs_it_was_sent(
+    stub: pulse_pb2_grpc.PulseStub, sql: Sql, open_stream: OpenStream
+) -> None:
+    one = open_stream(stub, "w1", ["t"], 2)
+    two = open_stream(stub, "w2", ["t"], 3)
+    # The streams are open before the jobs arrive, so that one claim
+    # usually serves both, its rows shared out between them.
+    submit_many(stub, 5)
+    got = {"w1": one.take_assignments(2), "w2": two.take_assignments(3)}
+
+    held = {
+        a.job_id: sql.job(a.job_id)["worker_id"]
+        for assignments in got.values()
+        for a in assignments
+    }
+    one.succeed(got["w1"])
+    two.succeed(got["w2"])
+
+    assert held == {
+        a.job_id: worker_id
+        for worker_id, assignments in got.items()
+        for a in assignments
+    }
+    assert [ack.accepted for ack in one.take_acks(2) + two.take_acks(3)] == [True] * 5
+
+
 def test_a_stream_only_receives_jobs_of_its_topics(
     stub: pulse_pb2_grpc.PulseStub, open_stream: OpenStream
 ) -> None:
@@ -251,6 +277,65 @@ def test_a_result_with_a_malformed_job_id_ends_the_stream_with_invalid_argument(
     )
 
     assert_ended_with(worker, grpc.StatusCode.INVALID_ARGUMENT, "invalid_argument")
+
+
+def test_a_malformed_job_id_ends_only_its_own_stream_and_is_named(
+    stub: pulse_pb2_grpc.PulseStub, sql: Sql, open_stream: OpenStream
+) -> None:
+    # Ids reach the result statement as text cast there: a malformed one
+    # must be refused before it joins a batch shared with other streams.
+    job = submit(stub)
+    good = open_stream(stub, "good", ["t"], 1)
+    (assignment,) = good.take_assignments(1)
+    bad = open_stream(stub, "bad", ["other"], 1)
+
+    bad.report(
+        [pb.JobResult(job_id="not-a-uuid", attempt=1, outcome=pb.OUTCOME_SUCCEEDED)]
+    )
+    good.succeed([assignment])
+
+    message = assert_ended_with(
+        bad, grpc.StatusCode.INVALID_ARGUMENT, "invalid_argument"
+    )
+    assert "'not-a-uuid'" in message
+    (ack,) = good.take_acks(1)
+    assert (ack.job_id, ack.accepted) == (job.id, True)
+    assert sql.job(job.id)["status"] == "completed"
+
+
+@pytest.mark.parametrize(
+    "spell",
+    [str.upper, lambda text: "{" + text + "}", lambda text: text.replace("-", "")],
+    ids=["capitals", "braces", "no hyphens"],
+)
+def test_a_result_naming_its_job_in_another_spelling_is_applied(
+    stub: pulse_pb2_grpc.PulseStub,
+    sql: Sql,
+    open_stream: OpenStream,
+    spell: Callable[[str], str],
+) -> None:
+    job = submit(stub)
+    worker = open_stream(stub, "w", ["t"], 1)
+    (assignment,) = worker.take_assignments(1)
+
+    worker.report(
+        [
+            pb.JobResult(
+                job_id=spell(job.id),
+                attempt=assignment.attempt,
+                outcome=pb.OUTCOME_SUCCEEDED,
+            )
+        ]
+    )
+
+    (ack,) = worker.take_acks(1)
+    # Acknowledged under the id as pulsed writes it.
+    assert (ack.job_id, ack.accepted, ack.status) == (
+        job.id,
+        True,
+        pb.JOB_STATUS_COMPLETED,
+    )
+    assert sql.job(job.id)["status"] == "completed"
 
 
 def test_a_result_without_an_outcome_ends_the_stream_with_invalid_argument(
