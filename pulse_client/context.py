@@ -8,6 +8,11 @@ import time
 
 from pulse_client._proto.pulse.v1 import pulse_pb2 as pb
 
+# Orders a context's first wait(), which makes its stop event, against the
+# marks that set it. An event made for every job would cost more than the
+# rest of the context, and few handlers ever wait.
+_STOP_EVENT_LOCK = threading.Lock()
+
 
 class PermanentError(Exception):
     """Raise from a handler to dead-letter the job now, without retrying."""
@@ -44,17 +49,14 @@ class JobContext:
         self.attempts_used = assignment.attempts_used
         self.priority = assignment.priority
         self.started_monotonic = time.monotonic()
+        timeout_ms = assignment.timeout_ms
         self.timeout: datetime.timedelta | None = (
-            datetime.timedelta(milliseconds=assignment.timeout_ms)
-            if assignment.timeout_ms
-            else None
+            datetime.timedelta(milliseconds=timeout_ms) if timeout_ms else None
         )
         self._deadline = (
-            self.started_monotonic + assignment.timeout_ms / 1000
-            if assignment.timeout_ms
-            else None
+            self.started_monotonic + timeout_ms / 1000 if timeout_ms else None
         )
-        self._stop = threading.Event()
+        self._stop: threading.Event | None = None
         self._canceled = False
         self._lease_lost = False
 
@@ -83,16 +85,30 @@ class JobContext:
         end = time.monotonic() + seconds
         if self._deadline is not None:
             end = min(end, self._deadline)
-        self._stop.wait(max(0.0, end - time.monotonic()))
+        self._stop_event().wait(max(0.0, end - time.monotonic()))
         return self.should_stop
 
+    def _stop_event(self) -> threading.Event:
+        with _STOP_EVENT_LOCK:
+            if self._stop is None:
+                self._stop = threading.Event()
+                if self._canceled or self._lease_lost:
+                    self._stop.set()
+            return self._stop
+
     def _mark_canceled(self) -> None:
-        self._canceled = True
-        self._stop.set()
+        with _STOP_EVENT_LOCK:
+            self._canceled = True
+            stop = self._stop
+        if stop is not None:
+            stop.set()
 
     def _mark_lease_lost(self) -> None:
-        self._lease_lost = True
-        self._stop.set()
+        with _STOP_EVENT_LOCK:
+            self._lease_lost = True
+            stop = self._stop
+        if stop is not None:
+            stop.set()
 
     def __repr__(self) -> str:
         return (

@@ -9,13 +9,21 @@ process from exiting once the grace period is over.
 When the stream breaks, handlers keep running; the runtime reconnects with
 backoff (to any replica) and sends every unacknowledged result again. The
 server fences results by attempt, so a repeat is harmless.
+
+With short handlers the runtime's own hand-offs are most of a worker's CPU,
+so they are kept few. An idle handler thread is woken only for queued work
+that no other woken thread is on its way to; a thread that takes a job and
+leaves more queued wakes the next, so slow jobs still spread over every
+thread while a burst of short ones runs on the first few. Finished jobs wait
+in the stream's outbox, and the request iterator sends all that waits as one
+message.
 """
 
 from __future__ import annotations
 
+import collections
 import logging
 import os
-import queue
 import random
 import signal
 import socket
@@ -56,10 +64,60 @@ def default_worker_id() -> str:
     return f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
 
 
-class _Running:
-    def __init__(self, assignment: pb.Assignment, context: JobContext) -> None:
-        self.assignment = assignment
-        self.context = context
+_Key = tuple[str, int]  # (job_id, attempt)
+# A JobResult's fields. Messages are made only when sent, from all pending
+# results at once: a message object per result would cost a third again.
+_Result = dict[str, Any]
+_Job = tuple[_Key, pb.Assignment, JobContext]
+
+
+class _Outbox:
+    """What is still to be sent on one stream, merged until the request
+    iterator takes it: credits add up, results accumulate, the newest
+    heartbeat wins.
+
+    The fields are guarded by the runtime's lock. However many jobs finish
+    while the request iterator is busy, they ring its doorbell once and go
+    out in one message.
+    """
+
+    def __init__(self, hello: pb.Hello, results: list[_Result]) -> None:
+        self.hello: pb.Hello | None = hello
+        self.results = results
+        self.credits = 0
+        self.draining = False
+        self.heartbeat: list[pb.RunningJob] | None = None
+        self.closed = False
+        # Unlocked while rung; rung from the start, so hello goes out at once.
+        self._doorbell = threading.Lock()
+        self._rung = True
+
+    def ring(self) -> None:
+        if not self._rung:
+            self._rung = True
+            self._doorbell.release()
+
+    def wait(self) -> None:
+        """Sleep until rung; call without the runtime's lock."""
+        self._doorbell.acquire()
+
+    def take(self) -> dict[str, Any]:
+        """The ``WorkerMessage`` fields to send now, possibly none."""
+        self._rung = False
+        fields: dict[str, Any] = {}
+        if self.hello is not None:
+            fields["hello"], self.hello = self.hello, None
+        if self.results:
+            fields["results"], self.results = self.results, []
+        if self.credits:
+            fields["credits"], self.credits = self.credits, 0
+        if self.draining:
+            fields["draining"] = True
+            self.draining = False
+        if self.heartbeat is not None:
+            fields["heartbeat"], self.heartbeat = self.heartbeat, None
+            fields["has_heartbeat"] = True
+        return fields
 
 
 class Runtime:
@@ -81,11 +139,20 @@ class Runtime:
         self.worker_id = worker_id
         self._grace_seconds = grace_seconds
         self._heartbeat_seconds = heartbeat_seconds
+        # Guards the jobs, the handler threads' hand-off and the outbox.
         self._lock = threading.Lock()
-        self._running: dict[tuple[str, int], _Running] = {}
-        self._unacked: dict[tuple[str, int], pb.JobResult] = {}
-        self._work: queue.SimpleQueue[pb.Assignment | None] = queue.SimpleQueue()
-        self._outbox: queue.SimpleQueue[pb.WorkerMessage | None] | None = None
+        self._running: dict[_Key, JobContext] = {}
+        self._unacked: dict[_Key, _Result] = {}
+        # Accepted jobs that no handler thread has taken yet, oldest first.
+        self._queued: collections.deque[_Job] = collections.deque()
+        # The wake locks of handler threads waiting for work; the thread
+        # that parked last is woken first, while its stack is still warm.
+        self._parked: list[threading.Lock] = []
+        # A woken thread has not looked for work yet: waking another now
+        # would spread a burst of short jobs over more threads than it needs.
+        self._waking = False
+        self._closing = False
+        self._outbox: _Outbox | None = None
         self._call: Any = None  # the open StreamJobs call, to cancel it
         self._draining = threading.Event()
         self._drained = threading.Event()
@@ -100,10 +167,11 @@ class Runtime:
 
     def stop(self) -> None:
         """Stop taking work, finish what runs (up to the grace period), exit."""
+        # Takes no lock: it may run in a signal handler that interrupted the
+        # main thread while it held one. The drain watcher tells the server.
         if not self._draining.is_set():
             log.info("worker.draining worker_id=%s", self.worker_id)
             self._draining.set()
-            self._send(pb.WorkerMessage(draining=True))
 
     def wait_stopped(self, timeout_seconds: float) -> bool:
         """Wait for ``run()`` to return; False if it has not returned yet
@@ -147,8 +215,11 @@ class Runtime:
         finally:
             self._draining.set()
             self._drained.set()
-            for _ in range(self._concurrency):
-                self._work.put(None)
+            with self._lock:
+                self._closing = True
+                for wake in self._parked:
+                    wake.release()
+                self._parked.clear()
             self._close_stream()
             restore()
             self._returned.set()
@@ -183,8 +254,13 @@ class Runtime:
                 self._drained.wait(delay)
 
     def _watch_drain(self) -> None:
-        """Once draining, end the stream when nothing is left to report."""
+        """Once draining, tell the server, then end the stream when nothing
+        is left to report."""
         self._draining.wait()
+        with self._lock:
+            if self._outbox is not None:
+                self._outbox.draining = True
+                self._outbox.ring()
         deadline = time.monotonic() + self._grace_seconds
         abandoned = False
         while True:
@@ -208,25 +284,22 @@ class Runtime:
             call.cancel()
 
     def _serve_one_stream(self) -> None:
-        outbox: queue.SimpleQueue[pb.WorkerMessage | None] = queue.SimpleQueue()
         with self._lock:
             free = (
                 0 if self._draining.is_set() else self._concurrency - len(self._running)
             )
-            outbox.put(
-                pb.WorkerMessage(
-                    hello=pb.Hello(
-                        worker_id=self.worker_id,
-                        topics=sorted(self._handlers),
-                        credits=max(0, free),
-                    ),
-                    results=list(self._unacked.values()),
-                )
+            outbox = _Outbox(
+                pb.Hello(
+                    worker_id=self.worker_id,
+                    topics=sorted(self._handlers),
+                    credits=max(0, free),
+                ),
+                list(self._unacked.values()),
             )
             self._outbox = outbox
         address, stub = self._connection.stub()
         self._call = stub.StreamJobs(
-            _requests(outbox), metadata=self._connection.metadata
+            self._requests(outbox), metadata=self._connection.metadata
         )
         if self._drained.is_set():
             self._call.cancel()
@@ -240,110 +313,158 @@ class Runtime:
                         self.worker_id,
                         address,
                     )
-                for assignment in message.assignments:
-                    self._accept(assignment)
+                if message.assignments:
+                    self._accept(message.assignments)
                 if message.acks:
                     self._on_acks(message.acks)
                 for lost in message.lost:
                     self._on_lost(lost)
         finally:
-            # Ends this stream's request generator; anything still queued
-            # for it is sent again on the next stream (results stay unacked).
-            outbox.put(None)
+            # Ends this stream's request iterator. What it had not sent yet
+            # is not lost: results stay unacknowledged and go again with the
+            # next hello, and the next hello counts the free slots afresh.
+            self._end_outbox(outbox)
+
+    def _requests(self, outbox: _Outbox) -> Iterator[pb.WorkerMessage]:
+        """The request stream: one message for everything said since the
+        last send."""
+        while True:
+            outbox.wait()
+            with self._lock:
+                if outbox.closed:
+                    return
+                fields = outbox.take()
+            if fields:
+                yield pb.WorkerMessage(**fields)
+
+    def _end_outbox(self, outbox: _Outbox) -> None:
+        with self._lock:
+            outbox.closed = True
+            outbox.ring()
+            if self._outbox is outbox:
+                self._outbox = None
 
     def _close_stream(self) -> None:
         with self._lock:
-            outbox, self._outbox = self._outbox, None
+            outbox = self._outbox
         if outbox is not None:
-            outbox.put(None)
+            self._end_outbox(outbox)
         if self._call is not None:
             self._call.cancel()
 
-    def _send(self, message: pb.WorkerMessage) -> None:
-        with self._lock:
-            outbox = self._outbox
-        if outbox is not None:
-            outbox.put(message)
-
     # -- assignments and results ---------------------------------------------
 
-    def _accept(self, assignment: pb.Assignment) -> None:
-        context = JobContext(assignment)
+    def _accept(self, assignments: Iterable[pb.Assignment]) -> None:
+        jobs = []
+        for assignment in assignments:
+            context = JobContext(assignment)
+            jobs.append(((context.job_id, context.attempt), assignment, context))
         with self._lock:
-            self._running[(assignment.job_id, assignment.attempt)] = _Running(
-                assignment, context
-            )
-        self._work.put(assignment)
+            for key, _, context in jobs:
+                self._running[key] = context
+            self._queued.extend(jobs)
+            self._wake_handler()
+
+    def _wake_handler(self) -> None:
+        """Wake one parked handler thread for queued work, unless one is
+        already on its way; call with the lock held."""
+        if self._parked and not self._waking:
+            self._waking = True
+            self._parked.pop().release()
+
+    def _take_queued(self) -> _Job | None:
+        """The oldest queued job still to run; call with the lock held."""
+        while self._queued:
+            job = self._queued.popleft()
+            # An abandoned job left the running set before a thread took it.
+            if job[0] in self._running:
+                if self._queued:
+                    # The rest must not wait for this job: slow handlers
+                    # run side by side, as many as there are threads.
+                    self._wake_handler()
+                return job
+        return None
 
     def _work_loop(self) -> None:
+        wake = threading.Lock()
+        wake.acquire()
+        woken = False
+        done: tuple[_Key, _Result] | None = None
         while True:
-            assignment = self._work.get()
-            if assignment is None:
-                return
-            key = (assignment.job_id, assignment.attempt)
+            # One lock round per job: report the last one, take the next.
             with self._lock:
-                running = self._running.get(key)
-            if running is None:
+                if done is not None:
+                    self._finish(*done)
+                    done = None
+                if woken:
+                    self._waking = False
+                    woken = False
+                job = self._take_queued()
+                if job is None:
+                    if self._closing:
+                        return
+                    self._parked.append(wake)
+            if job is None:
+                wake.acquire()
+                woken = True
                 continue
-            result = self._execute(running)
-            self._finish(key, result)
+            key, assignment, context = job
+            done = (key, self._execute(assignment, context))
 
-    def _execute(self, running: _Running) -> pb.JobResult:
-        assignment, context = running.assignment, running.context
-        result = pb.JobResult(job_id=assignment.job_id, attempt=assignment.attempt)
-        handler = self._handlers.get(assignment.topic)
+    def _execute(self, assignment: pb.Assignment, context: JobContext) -> _Result:
+        handler = self._handlers.get(context.topic)
         try:
             if handler is None:
                 raise PermanentError(
-                    f"no handler registered for topic {assignment.topic!r}"
+                    f"no handler registered for topic {context.topic!r}"
                 )
             handler(assignment.payload, context)
-            result.outcome = pb.OUTCOME_SUCCEEDED
         except PermanentError as exc:
-            result.outcome = pb.OUTCOME_FAILED_PERMANENTLY
-            result.error = _error_text(exc)
+            return _failure(context, pb.OUTCOME_FAILED_PERMANENTLY, _error_text(exc))
         except PayloadError as exc:
             # A payload that does not fit will not fit next time either.
-            result.outcome = pb.OUTCOME_FAILED_PERMANENTLY
-            result.error = _error_text(exc)
+            return _failure(context, pb.OUTCOME_FAILED_PERMANENTLY, _error_text(exc))
         except RetryLater as exc:
-            result.outcome = pb.OUTCOME_FAILED
-            result.error = _error_text(exc)
-            result.retry_delay_ms = max(1, int(exc.delay_seconds * 1000))
-        except Exception as exc:
-            result.outcome = pb.OUTCOME_FAILED
-            result.error = _error_text(exc, with_traceback=True)
-        if result.outcome != pb.OUTCOME_SUCCEEDED:
-            log.warning(
-                "job.failed job_id=%s topic=%s attempt=%d error=%s",
-                assignment.job_id,
-                assignment.topic,
-                assignment.attempt,
-                result.error.rstrip().splitlines()[-1] if result.error else "",
+            return _failure(
+                context,
+                pb.OUTCOME_FAILED,
+                _error_text(exc),
+                retry_delay_ms=max(1, int(exc.delay_seconds * 1000)),
             )
-        return result
+        except Exception as exc:
+            return _failure(
+                context, pb.OUTCOME_FAILED, _error_text(exc, with_traceback=True)
+            )
+        return {
+            "job_id": context.job_id,
+            "attempt": context.attempt,
+            "outcome": pb.OUTCOME_SUCCEEDED,
+        }
 
-    def _finish(self, key: tuple[str, int], result: pb.JobResult) -> None:
-        with self._lock:
-            running = self._running.pop(key, None)
-            lost = running is not None and running.context.lease_lost
-            if running is not None and not lost:
-                self._unacked[key] = result
-            credits = 0 if self._draining.is_set() else 1
-            outbox = self._outbox
+    def _finish(self, key: _Key, result: _Result) -> None:
+        """Report a job the handler is done with; call with the lock held."""
+        context = self._running.pop(key, None)
+        if context is None:
+            return  # abandoned: its report already went, as a retry
+        outbox = self._outbox
+        # A job whose lease was lost already belongs to someone else: its
+        # report would be refused. Its slot is free all the same.
+        lost = context.lease_lost
+        if not lost:
+            self._unacked[key] = result
         if outbox is None:
             return
-        if lost:
-            # The server already gave the job to someone else; a report
-            # would be refused. Just take new work.
-            outbox.put(pb.WorkerMessage(credits=credits))
-        else:
-            outbox.put(pb.WorkerMessage(results=[result], credits=credits))
+        if not lost:
+            outbox.results.append(result)
+        if not self._draining.is_set():
+            outbox.credits += 1
+        outbox.ring()
 
     def _on_acks(self, acks: Iterable[pb.ResultAck]) -> None:
+        keys = [(ack.job_id, ack.attempt) for ack in acks]
         with self._lock:
-            for ack in acks:
-                self._unacked.pop((ack.job_id, ack.attempt), None)
+            for key in keys:
+                self._unacked.pop(key, None)
         for ack in acks:
             if not ack.accepted:
                 log.info(
@@ -354,18 +475,18 @@ class Runtime:
 
     def _on_lost(self, lost: pb.LostJob) -> None:
         with self._lock:
-            running = self._running.get((lost.job_id, lost.attempt))
-        if running is None:
+            context = self._running.get((lost.job_id, lost.attempt))
+        if context is None:
             return
         if lost.reason == pb.LOSS_REASON_CANCEL_REQUESTED:
-            if not running.context.canceled:
+            if not context.canceled:
                 log.info("job.cancel_requested job_id=%s", lost.job_id)
-            running.context._mark_canceled()
+            context._mark_canceled()
         else:
             log.warning(
                 "job.lease_lost job_id=%s attempt=%d", lost.job_id, lost.attempt
             )
-            running.context._mark_lease_lost()
+            context._mark_lease_lost()
 
     def _abandon_running(self) -> None:
         """The grace period is over: hand back what still runs.
@@ -378,22 +499,23 @@ class Runtime:
             abandoned = list(self._running.items())
             self._running.clear()
             results = []
-            for key, running in abandoned:
-                running.context._mark_lease_lost()
-                result = pb.JobResult(
-                    job_id=key[0],
-                    attempt=key[1],
-                    outcome=pb.OUTCOME_FAILED,
-                    error="worker stopped: the handler did not finish within the "
-                    f"{self._grace_seconds:g}s grace period",
-                    retry_delay_ms=1,
-                )
+            for key, context in abandoned:
+                context._mark_lease_lost()
+                result = {
+                    "job_id": key[0],
+                    "attempt": key[1],
+                    "outcome": pb.OUTCOME_FAILED,
+                    "error": "worker stopped: the handler did not finish within "
+                    f"the {self._grace_seconds:g}s grace period",
+                    "retry_delay_ms": 1,
+                }
                 self._unacked[key] = result
                 results.append(result)
+            if results and self._outbox is not None:
+                self._outbox.results.extend(results)
+                self._outbox.ring()
         for key, _ in abandoned:
             log.warning("job.abandoned job_id=%s attempt=%d", key[0], key[1])
-        if results:
-            self._send(pb.WorkerMessage(results=results))
 
     # -- heartbeats ------------------------------------------------------------
 
@@ -410,15 +532,18 @@ class Runtime:
                 return
             with self._lock:
                 held = [
-                    pb.RunningJob(
-                        job_id=r.assignment.job_id, attempt=r.assignment.attempt
-                    )
-                    for r in self._running.values()
+                    key
+                    for key, context in self._running.items()
                     # Past its timeout a job's lease must lapse: stop vouching.
-                    if not r.context.deadline_passed and not r.context.lease_lost
+                    if not context.deadline_passed and not context.lease_lost
                 ]
-            if held:
-                self._send(pb.WorkerMessage(heartbeat=held, has_heartbeat=True))
+            if not held:
+                continue
+            beats = [pb.RunningJob(job_id=job_id, attempt=n) for job_id, n in held]
+            with self._lock:
+                if self._outbox is not None:
+                    self._outbox.heartbeat = beats
+                    self._outbox.ring()
 
     # -- signals ---------------------------------------------------------------
 
@@ -448,48 +573,27 @@ class Runtime:
         return restore
 
 
-def _requests(
-    outbox: queue.SimpleQueue[pb.WorkerMessage | None],
-) -> Iterator[pb.WorkerMessage]:
-    """The request stream: everything queued since the last send, merged.
-
-    Credits add up, results accumulate, the newest heartbeat wins.
-    """
-    while True:
-        message = outbox.get()
-        if message is None:
-            return
-        batch = [message]
-        ended = False
-        while True:
-            try:
-                more = outbox.get_nowait()
-            except queue.Empty:
-                break
-            if more is None:
-                ended = True
-                break
-            batch.append(more)
-        yield _merge(batch)
-        if ended:
-            return
-
-
-def _merge(batch: list[pb.WorkerMessage]) -> pb.WorkerMessage:
-    if len(batch) == 1:
-        return batch[0]
-    merged = pb.WorkerMessage()
-    for message in batch:
-        if message.HasField("hello"):
-            merged.hello.CopyFrom(message.hello)
-        merged.results.extend(message.results)
-        merged.credits += message.credits
-        merged.draining = merged.draining or message.draining
-        if message.has_heartbeat:
-            del merged.heartbeat[:]
-            merged.heartbeat.extend(message.heartbeat)
-            merged.has_heartbeat = True
-    return merged
+def _failure(
+    context: JobContext,
+    outcome: pb.Outcome.ValueType,
+    error: str,
+    *,
+    retry_delay_ms: int = 0,
+) -> _Result:
+    log.warning(
+        "job.failed job_id=%s topic=%s attempt=%d error=%s",
+        context.job_id,
+        context.topic,
+        context.attempt,
+        error.rstrip().splitlines()[-1] if error else "",
+    )
+    return {
+        "job_id": context.job_id,
+        "attempt": context.attempt,
+        "outcome": outcome,
+        "error": error,
+        "retry_delay_ms": retry_delay_ms,
+    }
 
 
 def _error_text(exc: BaseException, *, with_traceback: bool = False) -> str:
