@@ -56,6 +56,9 @@ _RECONNECT_MIN_SECONDS = 0.1
 _RECONNECT_MAX_SECONDS = 5.0
 # After the grace period, how long reports of abandoned jobs may take.
 _ABANDON_ACK_SECONDS = 2.0
+# How long an idle, draining worker waits for the server to confirm that no
+# assignment follows (a server older than ServerMessage.drained never does).
+_DRAIN_CONFIRM_SECONDS = 2.0
 # Errors a reconnect cannot fix.
 FATAL_ERRORS = (InvalidArgument, Unauthenticated, PermissionDenied)
 
@@ -155,6 +158,8 @@ class Runtime:
         self._outbox: _Outbox | None = None
         self._call: Any = None  # the open StreamJobs call, to cancel it
         self._draining = threading.Event()
+        # The server said no assignment follows our draining.
+        self._drain_confirmed = threading.Event()
         self._drained = threading.Event()
         self._returned = threading.Event()
         # Set by a second signal: skip the rest of the grace period.
@@ -262,11 +267,20 @@ class Runtime:
                 self._outbox.draining = True
                 self._outbox.ring()
         deadline = time.monotonic() + self._grace_seconds
+        confirm_deadline = time.monotonic() + _DRAIN_CONFIRM_SECONDS
         abandoned = False
         while True:
             with self._lock:
                 idle = not self._running and not self._unacked
-            if idle:
+                # Assignments of a claim that crossed our draining may still
+                # be on their way: closing now would leave them claimed, and
+                # unrun until their leases lapse.
+                settled = (
+                    self._drain_confirmed.is_set()
+                    or self._outbox is None
+                    or time.monotonic() >= confirm_deadline
+                )
+            if idle and settled:
                 break
             now = time.monotonic()
             if now >= deadline or (self._hurry.is_set() and not abandoned):
@@ -296,6 +310,9 @@ class Runtime:
                 ),
                 list(self._unacked.values()),
             )
+            # A stream opened while draining says so too, and gets the
+            # server's word that nothing follows.
+            outbox.draining = self._draining.is_set()
             self._outbox = outbox
         address, stub = self._connection.stub()
         self._call = stub.StreamJobs(
@@ -315,6 +332,8 @@ class Runtime:
                     )
                 if message.assignments:
                     self._accept(message.assignments)
+                if message.drained:
+                    self._drain_confirmed.set()
                 if message.acks:
                     self._on_acks(message.acks)
                 for lost in message.lost:

@@ -109,6 +109,9 @@ class Receiver(Protocol):
     def deliver(self, assignments: list[pb.Assignment]) -> bool:
         """Queue assignments for sending; False if the stream has closed."""
 
+    def confirm_drained(self) -> None:
+        """Queue word that no assignment follows (after ``drain``)."""
+
 
 class Dispatcher:
     """Claims work for the streams of this replica. Thread-safe."""
@@ -119,6 +122,10 @@ class Dispatcher:
         self._cond = threading.Condition()
         self._receivers: list[Receiver] = []
         self._draining: set[Receiver] = set()
+        # A claim is under way (outside the lock): streams that drain
+        # meanwhile hear that nothing follows only once it has delivered.
+        self._claiming = False
+        self._unconfirmed: list[Receiver] = []
         # Per stream: the most credits it ever had, and since when it has
         # had unused credits.
         self._capacity: dict[Receiver, int] = {}
@@ -175,10 +182,17 @@ class Dispatcher:
             self._cond.notify_all()
 
     def drain(self, receiver: Receiver) -> None:
-        """The stream takes no more work."""
+        """The stream takes no more work. It is told so once no claim that
+        may have included it is under way, so that every assignment it will
+        get is queued before the word: a worker that waits for the word
+        before closing its stream never leaves a claimed job unread."""
         with self._cond:
             self._draining.add(receiver)
             receiver.credits = 0
+            if self._claiming:
+                self._unconfirmed.append(receiver)
+                return
+        receiver.confirm_drained()
 
     def wake(self, topics: Iterable[str] | None = None) -> None:
         """New pending work for ``topics`` (None: possibly any topic)."""
@@ -211,21 +225,31 @@ class Dispatcher:
             work = self._wait_for_work()
             if work is None:
                 return
-            for group, receivers in work:
-                try:
-                    self._claim(group, receivers)
-                except PulseError as exc:
-                    log.warning(
-                        "dispatch.claim_failed topics=%s error=%s",
-                        ",".join(sorted(group)),
-                        exc,
-                    )
-                    # Keep the group workable and retry after a pause: the
-                    # database may be restarting.
-                    time.sleep(0.2)
-                except Exception:
-                    log.exception("dispatch.claim_crashed")
-                    time.sleep(0.2)
+            try:
+                self._claim_all(work)
+            finally:
+                with self._cond:
+                    self._claiming = False
+                    drained, self._unconfirmed = self._unconfirmed, []
+                for receiver in drained:
+                    receiver.confirm_drained()
+
+    def _claim_all(self, work: list[tuple[frozenset[str], list[Receiver]]]) -> None:
+        for group, receivers in work:
+            try:
+                self._claim(group, receivers)
+            except PulseError as exc:
+                log.warning(
+                    "dispatch.claim_failed topics=%s error=%s",
+                    ",".join(sorted(group)),
+                    exc,
+                )
+                # Keep the group workable and retry after a pause: the
+                # database may be restarting.
+                time.sleep(0.2)
+            except Exception:
+                log.exception("dispatch.claim_crashed")
+                time.sleep(0.2)
 
     def _wait_for_work(self) -> list[tuple[frozenset[str], list[Receiver]]] | None:
         with self._cond:
@@ -251,6 +275,7 @@ class Dispatcher:
                     else:
                         wake_at = min(wake_at, ready_at)
                 if groups:
+                    self._claiming = True
                     return list(groups.items())
                 self._cond.wait(max(0.0, wake_at - now))
             return None
@@ -284,7 +309,8 @@ class Dispatcher:
         if not slots:
             return
 
-        with self._db.transaction() as cur:
+        # One statement with its settings and gate lock: one round trip.
+        with self._db.autocommit() as cur:
             _CLAIM_JOBS.execute(
                 cur,
                 {

@@ -180,12 +180,13 @@ class PulseService(pulse_pb2_grpc.PulseServicer):
         self.notifier.announce(pending_topics, due=any_scheduled)
         return results
 
+    # Results and heartbeats are one statement each: no BEGIN/COMMIT trips.
     def _apply_results(self, reports: list[outcomes.Report]) -> list[outcomes.Ack]:
-        with self.db.transaction() as cur:
+        with self.db.autocommit() as cur:
             return outcomes.apply_results(cur, reports, self.config)
 
     def _extend_leases(self, beats: list[outcomes.Beat]) -> list[outcomes.BeatReply]:
-        with self.db.transaction() as cur:
+        with self.db.autocommit() as cur:
             return outcomes.extend_leases(cur, beats, self.config)
 
     # -- RPCs ----------------------------------------------------------------

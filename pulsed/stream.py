@@ -79,6 +79,9 @@ class StreamSession:
             size += assignment_bytes
         return self.send(pb.ServerMessage(assignments=batch)) if batch else True
 
+    def confirm_drained(self) -> None:
+        self.send(pb.ServerMessage(drained=True))
+
     def close(self, error: PulseError | None = None) -> None:
         if self._closed.is_set():
             return

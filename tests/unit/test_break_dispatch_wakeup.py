@@ -60,6 +60,8 @@ class _BlockingDb:
     def transaction(self) -> Iterator[_Cursor]:
         yield _Cursor(self)
 
+    autocommit = transaction
+
 
 class _Receiver:
     def __init__(self) -> None:
@@ -69,6 +71,9 @@ class _Receiver:
 
     def deliver(self, assignments: list[pb.Assignment]) -> bool:
         return True
+
+    def confirm_drained(self) -> None:
+        pass
 
 
 def test_a_wake_during_a_short_claim_leads_to_another_claim() -> None:
