@@ -325,7 +325,6 @@ class Dispatcher:
             )
             rows = cur.fetchall()
         self.claims += 1
-        metrics.observe_dispatch_latency([row[-1] for row in rows])
 
         by_receiver: dict[int, list[pb.Assignment]] = {}
         for row in rows:
@@ -351,6 +350,8 @@ class Dispatcher:
                     receiver.worker_id,
                     len(assignments),
                 )
+        # After the delivery, which the workers wait on.
+        metrics.observe_dispatch_latency([row[-1] for row in rows])
         if rows:
             log.debug(
                 "dispatch.claimed topics=%s jobs=%d", ",".join(sorted(group)), len(rows)

@@ -168,16 +168,17 @@ class PulseService(pulse_pb2_grpc.PulseServicer):
         # rare look-up of ids that existed needs no snapshot shared with it.
         with self.db.autocommit() as cur:
             results, pending_topics, any_scheduled = submits.insert_jobs(cur, new_jobs)
-        metrics.count_submitted(
-            job.topic
-            for job, result in zip(new_jobs, results, strict=True)
-            if result.error is None and not result.existed
-        )
+        # The wake-up first: an idle worker waits on it.
         if pending_topics:
             self.dispatcher.wake(pending_topics)
         if any_scheduled:
             self.promoter.wake()
         self.notifier.announce(pending_topics, due=any_scheduled)
+        metrics.count_submitted(
+            job.topic
+            for job, result in zip(new_jobs, results, strict=True)
+            if result.error is None and not result.existed
+        )
         return results
 
     # Results and heartbeats are one statement each: no BEGIN/COMMIT trips.
