@@ -236,7 +236,15 @@ class Pulse(OperatorCalls, ScheduleCalls):
         again with ``job_id=exc.job_id`` can never make a second one.
         """
         spec = _spec(
-            NewJob(topic, args, priority, delay, run_at, max_attempts, job_id, timeout)
+            pb.JobSpec,
+            topic,
+            args,
+            priority,
+            delay,
+            run_at,
+            max_attempts,
+            job_id,
+            timeout,
         )
         try:
             return self._submitter.submit(spec).job_id
@@ -247,10 +255,11 @@ class Pulse(OperatorCalls, ScheduleCalls):
             raise
 
     def _submit_jobs(self, specs: list[pb.JobSpec]) -> list[pb.SubmitResult]:
+        return self._submit_request(pb.SubmitJobsRequest(jobs=specs))
+
+    def _submit_request(self, request: pb.SubmitJobsRequest) -> list[pb.SubmitResult]:
         response = self._connection.call(
-            lambda stub: stub.SubmitJobs(
-                pb.SubmitJobsRequest(jobs=specs), **self._connection.kwargs()
-            )
+            lambda stub: stub.SubmitJobs(request, **self._connection.kwargs())
         )
         return list(response.results)
 
@@ -262,20 +271,44 @@ class Pulse(OperatorCalls, ScheduleCalls):
         """
         ids: list[str] = []
         errors: dict[int, PulseError] = {}
-        valid: list[tuple[int, pb.JobSpec]] = []
+        chunks = [_Chunk()]
         for index, job in enumerate(jobs):
+            chunk = chunks[-1]
+            if len(chunk.indexes) == _SUBMIT_CHUNK_JOBS:
+                chunk = _Chunk()
+                chunks.append(chunk)
             try:
-                spec = _spec(job)
+                spec = _spec(
+                    chunk.add,
+                    job.topic,
+                    job.args,
+                    job.priority,
+                    job.delay,
+                    job.run_at,
+                    job.max_attempts,
+                    job.job_id,
+                    job.timeout,
+                )
             except PulseError as exc:
                 # Refused here, like the server refuses: the rest still go.
                 errors[index] = exc
                 ids.append(job.job_id or new_job_id())
                 continue
             ids.append(spec.id)
-            valid.append((index, spec))
-        for chunk in _chunks(valid):
-            results = self._submit_jobs([spec for _, spec in chunk])
-            for (index, _), result in zip(chunk, results, strict=True):
+            spec_bytes = spec.ByteSize()
+            if chunk.indexes and chunk.size_bytes + spec_bytes > _SUBMIT_CHUNK_BYTES:
+                # The job goes first in the next call instead.
+                full, chunk = chunk, _Chunk()
+                chunk.request.jobs.append(spec)
+                del full.request.jobs[-1]
+                chunks.append(chunk)
+            chunk.indexes.append(index)
+            chunk.size_bytes += spec_bytes
+        for chunk in chunks:
+            if not chunk.indexes:
+                continue
+            results = self._submit_request(chunk.request)
+            for index, result in zip(chunk.indexes, results, strict=True):
                 if result.HasField("error"):
                     errors[index] = error_class(result.error.code)(result.error.message)
         if errors:
@@ -377,44 +410,58 @@ class Pulse(OperatorCalls, ScheduleCalls):
         return Stats.from_proto(response)
 
 
-def _spec(job: NewJob) -> pb.JobSpec:
+def _spec(
+    new: Callable[..., pb.JobSpec],
+    topic: str,
+    args: Any,
+    priority: int,
+    delay: datetime.timedelta | float | None,
+    run_at: datetime.datetime | None,
+    max_attempts: int | None,
+    job_id: str | None,
+    timeout: datetime.timedelta | float | None,
+) -> pb.JobSpec:
     """The wire form of a job; every value checked here, so that a bad one is
     an InvalidArgument naming it, never a protobuf error."""
-    if job.delay is not None and job.run_at is not None:
+    if delay is not None and run_at is not None:
         raise InvalidArgument("give delay or run_at, not both")
-    validate_topic(job.topic)
-    check_int("priority", job.priority, -MAX_PRIORITY, MAX_PRIORITY)
-    if job.max_attempts is not None:
-        check_int("max_attempts", job.max_attempts, 1, MAX_ATTEMPTS_LIMIT)
-    spec = pb.JobSpec(
-        id=job.job_id or new_job_id(),
-        topic=job.topic,
-        payload=encode_payload(job.args),
-        priority=job.priority,
-        max_attempts=job.max_attempts or 0,
-        timeout_ms=milliseconds(job.timeout, "timeout", MAX_TIMEOUT_MS),
+    validate_topic(topic)
+    check_int("priority", priority, -MAX_PRIORITY, MAX_PRIORITY)
+    if max_attempts is not None:
+        check_int("max_attempts", max_attempts, 1, MAX_ATTEMPTS_LIMIT)
+    job_id = job_id or new_job_id()
+    payload = encode_payload(args)
+    timeout_ms = (
+        0 if timeout is None else milliseconds(timeout, "timeout", MAX_TIMEOUT_MS)
     )
-    if job.delay is not None:
-        spec.delay_ms = milliseconds(job.delay, "delay", MAX_DELAY_MS)
-    if job.run_at is not None:
-        spec.run_at.CopyFrom(timestamp(job.run_at, "run_at"))
+    delay_ms = 0 if delay is None else milliseconds(delay, "delay", MAX_DELAY_MS)
+    due = None if run_at is None else timestamp(run_at, "run_at")
+
+    # Every check is behind us: ``new`` may add the spec to a request, and a
+    # refused job must not be left in one.
+    spec = new(id=job_id, topic=topic, payload=payload)
+    # Each field set costs a call into protobuf; zero is every field's default.
+    if priority:
+        spec.priority = priority
+    if max_attempts:
+        spec.max_attempts = max_attempts
+    if timeout_ms:
+        spec.timeout_ms = timeout_ms
+    if delay_ms:
+        spec.delay_ms = delay_ms
+    if due is not None:
+        spec.run_at.CopyFrom(due)
     return spec
 
 
-def _chunks(
-    specs: list[tuple[int, pb.JobSpec]],
-) -> Iterator[list[tuple[int, pb.JobSpec]]]:
-    chunk: list[tuple[int, pb.JobSpec]] = []
-    size = 0
-    for entry in specs:
-        spec_bytes = entry[1].ByteSize()
-        full = (
-            len(chunk) >= _SUBMIT_CHUNK_JOBS or size + spec_bytes > _SUBMIT_CHUNK_BYTES
-        )
-        if chunk and full:
-            yield chunk
-            chunk, size = [], 0
-        chunk.append(entry)
-        size += spec_bytes
-    if chunk:
-        yield chunk
+class _Chunk:
+    """The jobs of one SubmitJobs call of ``enqueue_many``, written straight
+    into its request: a JobSpec added to a request later would be copied."""
+
+    __slots__ = ("add", "indexes", "request", "size_bytes")
+
+    def __init__(self) -> None:
+        self.request = pb.SubmitJobsRequest()
+        self.add = self.request.jobs.add
+        self.indexes: list[int] = []
+        self.size_bytes = 0

@@ -15,7 +15,9 @@ Scenarios (``--scenario a,b,...``; all by default):
 
   submit-single   ``enqueue`` one by one from one thread
   submit-threads  ``enqueue`` one by one from ``--threads`` threads, one client
-  submit-batch    ``enqueue_many`` in chunks of ``--batch-size``
+  submit-batch    ``enqueue_many`` in chunks of ``--batch-size``, from
+                  ``--batch-threads`` threads (one client each, the jobs
+                  split between them); a list of counts runs once per count
   drain           pre-fill ``--jobs`` no-op jobs, then ``--processes`` worker
                   processes drain them; timed from the database, first
                   ``started_at`` to last ``finished_at``
@@ -42,9 +44,15 @@ counters lazily (up to 10 s late when idle), so before each reading the
 loadgen restarts the server it manages (a backend publishes on exit); against
 an external server it waits ``--stats-settle-seconds`` instead.
 
+The submit scenarios report the loadgen's own CPU time over the timed part
+(every thread of the process, gRPC's included) per job. The drain reports
+the CPU of pulsed, of the workers from when each was ready (their start-up
+apart) and of pulsed's Postgres backends.
+
 ``--preset full`` sets the sizes of the real run (20k-job drain, 1M-row
-backlogs, 200 streams); the default preset is a smoke run of a few seconds.
-Size flags override the preset.
+backlogs, 200 streams, batched submits from 1 and from 4 threads); the
+default preset is a smoke run of a few seconds. Size flags override the
+preset.
 """
 
 from __future__ import annotations
@@ -103,6 +111,7 @@ PRESETS: dict[str, dict[str, Any]] = {
     "smoke": {
         "submit_jobs": 500,
         "batch_jobs": 5_000,
+        "batch_threads": "1",
         "jobs": 2_000,
         "steady_seconds": 3.0,
         "steady_rate": 1_000.0,
@@ -117,6 +126,7 @@ PRESETS: dict[str, dict[str, Any]] = {
     "full": {
         "submit_jobs": 5_000,
         "batch_jobs": 50_000,
+        "batch_threads": "1,4",
         "jobs": 20_000,
         "steady_seconds": 30.0,
         "steady_rate": 2_000.0,
@@ -168,6 +178,9 @@ SERVING_TIMEOUT_SECONDS = 30.0
 STOP_TIMEOUT_SECONDS = 15.0
 WORKER_STOP_TIMEOUT_SECONDS = 30.0
 POLL_SECONDS = 0.2
+# How often the drain looks for workers that became ready: a worker's CPU
+# read later than that counts some of its first jobs as start-up.
+READY_POLL_SECONDS = 0.005
 
 
 class BenchError(Exception):
@@ -762,6 +775,26 @@ class Workers:
                 if time.monotonic() > deadline:
                     raise BenchError(f"{process.name} did not start in time")
 
+    def cpu_when_ready(self, timeout_seconds: float = 60.0) -> dict[int, float]:
+        """Wait as ``wait_ready`` does; returns each worker's CPU seconds
+        read as soon as it was seen ready, which is its start-up."""
+        deadline = time.monotonic() + timeout_seconds
+        starting = list(zip(self._ready, self._processes, strict=True))
+        at_ready: dict[int, float] = {}
+        while True:
+            for ready, process in list(starting):
+                if ready.is_set():
+                    assert process.pid is not None
+                    at_ready[process.pid] = cpu_seconds(process.pid)
+                    starting.remove((ready, process))
+                elif not process.is_alive():
+                    raise BenchError(f"{process.name} exited during start-up")
+            if not starting:
+                return at_ready
+            if time.monotonic() > deadline:
+                raise BenchError(f"{starting[0][1].name} did not start in time")
+            time.sleep(READY_POLL_SECONDS)
+
     def check_alive(self) -> None:
         for process in self._processes:
             if not process.is_alive():
@@ -829,11 +862,13 @@ def run_submit_single(ctx: Context) -> dict[str, Any]:
     _clear(ctx)
     with Pulse(ctx.target.addr) as pulse:
         pulse.enqueue(SUBMIT_TOPIC, {"warm": True})  # connect outside the timing
+        cpu_started = time.process_time()
         started = time.perf_counter()
         durations = _enqueue_loop(
             pulse, count, lambda done: ctx.progress.update("submit-single", done, count)
         )
         elapsed = time.perf_counter() - started
+        cpu_seconds_spent = time.process_time() - cpu_started
     calls = percentiles_ms(durations)
     return {
         "jobs": count,
@@ -841,6 +876,15 @@ def run_submit_single(ctx: Context) -> dict[str, Any]:
         "jobs_per_s": round(count / elapsed, 1),
         "call_p50_ms": calls["p50_ms"],
         "call_p99_ms": calls["p99_ms"],
+        **_client_cpu(cpu_seconds_spent, count),
+    }
+
+
+def _client_cpu(seconds: float, jobs: int) -> dict[str, float]:
+    """The loadgen's CPU over a timed submit: what the SDK costs a client."""
+    return {
+        "client_cpu_s": round(seconds, 3),
+        "client_cpu_us_per_job": round(seconds / jobs * 1e6, 2),
     }
 
 
@@ -895,11 +939,13 @@ def run_submit_threads(ctx: Context) -> dict[str, Any]:
         for thread in pool:
             thread.start()
         barrier.wait()
+        cpu_started = time.process_time()
         started = time.perf_counter()
         while any(thread.is_alive() for thread in pool):
             ctx.progress.update("submit-threads", sum(done), total)
             time.sleep(0.05)
         elapsed = time.perf_counter() - started
+        cpu_seconds_spent = time.process_time() - cpu_started
     if errors:
         raise BenchError(f"a submit thread failed: {errors[0]!r}") from errors[0]
 
@@ -911,6 +957,7 @@ def run_submit_threads(ctx: Context) -> dict[str, Any]:
         "jobs_per_s": round(total / elapsed, 1),
         "call_p50_ms": calls["p50_ms"],
         "call_p99_ms": calls["p99_ms"],
+        **_client_cpu(cpu_seconds_spent, total),
     }
     if counting:
         # The warm-up submit is in the window: count it as a job.
@@ -938,18 +985,60 @@ def _enqueue_chunks(
 
 
 def run_submit_batch(ctx: Context) -> dict[str, Any]:
+    """One run per thread count; the first run's figures stand at the top
+    (where earlier readers find them) and ``runs`` lists every run."""
+    runs = [_submit_batch(ctx, threads) for threads in ctx.args.batch_thread_counts]
+    return {**runs[0], "runs": runs}
+
+
+def _submit_batch(ctx: Context, threads: int) -> dict[str, Any]:
     count, chunk = ctx.args.batch_jobs, ctx.args.batch_size
+    shares = _spread(count, threads)
+    label = f"submit-batch x{threads}"
     _clear(ctx)
-    with Pulse(ctx.target.addr) as pulse:
-        pulse.enqueue(SUBMIT_TOPIC, {"warm": True})
-        elapsed = _enqueue_chunks(
-            pulse, SUBMIT_TOPIC, count, chunk, "submit-batch", ctx
-        )
+
+    sent = [0] * threads
+    errors: list[BaseException] = []
+    with contextlib.ExitStack() as stack:
+        clients = [stack.enter_context(Pulse(ctx.target.addr)) for _ in range(threads)]
+        for pulse in clients:
+            pulse.enqueue(SUBMIT_TOPIC, {"warm": True})  # connect outside the timing
+        barrier = threading.Barrier(threads + 1)
+
+        def submit(index: int) -> None:
+            try:
+                barrier.wait()
+                while sent[index] < shares[index]:
+                    size = min(chunk, shares[index] - sent[index])
+                    clients[index].enqueue_many(_new_jobs(SUBMIT_TOPIC, size))
+                    sent[index] += size
+            except BaseException as exc:
+                errors.append(exc)
+
+        pool = [
+            threading.Thread(target=submit, args=(i,), name=f"batch-{i}", daemon=True)
+            for i in range(threads)
+        ]
+        for thread in pool:
+            thread.start()
+        barrier.wait()
+        cpu_started = time.process_time()
+        started = time.perf_counter()
+        while any(thread.is_alive() for thread in pool):
+            ctx.progress.update(label, sum(sent), count)
+            time.sleep(0.05)
+        elapsed = time.perf_counter() - started
+        cpu_seconds_spent = time.process_time() - cpu_started
+    if errors:
+        raise BenchError(f"a submit thread failed: {errors[0]!r}") from errors[0]
+
     return {
+        "threads": threads,
         "jobs": count,
         "chunk": chunk,
         "seconds": round(elapsed, 3),
         "jobs_per_s": round(count / elapsed, 1),
+        **_client_cpu(cpu_seconds_spent, count),
     }
 
 
@@ -1029,17 +1118,24 @@ class CpuMeter:
             "loadgen": {os.getpid(): cpu_seconds(os.getpid())},
         }
 
-    def spent(self) -> dict[str, float]:
+    def spent(self, workers_ready: dict[int, float] | None = None) -> dict[str, float]:
+        """CPU seconds per role since the meter started. With
+        ``workers_ready`` (each worker's CPU when it was ready, see
+        ``Workers.cpu_when_ready``) the workers count from then on, and
+        ``workers_startup`` holds what they spent before."""
+        start = self._start
         end = self._read()
-        return {
+        if workers_ready is not None:
+            start = {**start, "workers": workers_ready}
+        spent = {
             role: round(
-                sum(
-                    t - self._start[role].get(pid, 0.0) for pid, t in end[role].items()
-                ),
-                3,
+                sum(t - start[role].get(pid, 0.0) for pid, t in end[role].items()), 3
             )
             for role in end
         }
+        if workers_ready is not None:
+            spent["workers_startup"] = round(sum(workers_ready.values()), 3)
+        return spent
 
 
 def run_drain(ctx: Context) -> dict[str, Any]:
@@ -1067,9 +1163,12 @@ def run_drain(ctx: Context) -> dict[str, Any]:
         ctx.target.profiler,
     ) as workers:
         meter = CpuMeter(ctx, workers)
+        # A fresh process's CPU time is all its own start-up until it is
+        # ready (imports, mostly), which dwarfs a small drain's per-job work.
+        workers_ready = workers.cpu_when_ready()
         _wait_finished(ctx, DRAIN_TOPIC, args.jobs, "drain", workers, args.timeout)
         done_at = time.time()
-        cpu = meter.spent()
+        cpu = meter.spent(workers_ready)
         exit_codes = workers.stop()
     own_statements = ctx.jobs.statements - polls_before
     ctx.jobs.close()
@@ -1634,6 +1733,7 @@ def report_rows(results: dict[str, Any]) -> list[tuple[str, str, str, str]]:
             "  per call p50 / p99",
             f"{r['call_p50_ms']:.2f} / {r['call_p99_ms']:.2f} ms",
         )
+        add("  client CPU per job", f"{r['client_cpu_us_per_job']:.1f} us")
     if "submit_threads" in results:
         r = results["submit_threads"]
         add(
@@ -1646,14 +1746,17 @@ def report_rows(results: dict[str, Any]) -> list[tuple[str, str, str, str]]:
             "  per call p50 / p99",
             f"{r['call_p50_ms']:.2f} / {r['call_p99_ms']:.2f} ms",
         )
+        add("  client CPU per job", f"{r['client_cpu_us_per_job']:.1f} us")
     if "submit_batch" in results:
-        r = results["submit_batch"]
-        add(
-            f"submit batched ({r['chunk']}/call)",
-            f"{r['jobs_per_s']:,.0f} jobs/s",
-            "submit_batch",
-            r["jobs_per_s"],
-        )
+        for r in results["submit_batch"]["runs"]:
+            add(
+                f"submit batched ({r['chunk']}/call), {r['threads']} "
+                f"thread{'s' if r['threads'] > 1 else ''}",
+                f"{r['jobs_per_s']:,.0f} jobs/s",
+                "submit_batch",
+                r["jobs_per_s"],
+            )
+            add("  client CPU per job", f"{r['client_cpu_us_per_job']:.1f} us")
     if "drain" in results:
         r = results["drain"]
         add(
@@ -1670,6 +1773,15 @@ def report_rows(results: dict[str, Any]) -> list[tuple[str, str, str, str]]:
         )
         add(
             "  including worker start-up", f"{r['jobs_per_s_incl_startup']:,.0f} jobs/s"
+        )
+        cpu = r["cpu_s"]
+        add(
+            "  CPU per job: pulsed / workers / postgres",
+            " / ".join(
+                f"{cpu[role] / r['jobs'] * 1e6:.0f}"
+                for role in ("pulsed", "workers", "postgres")
+            )
+            + f" us (worker start-up {cpu['workers_startup']:.2f} s)",
         )
     if "steady" in results:
         r = results["steady"]
@@ -1806,6 +1918,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     sizes.add_argument("--threads", type=int, default=8)
     sizes.add_argument("--batch-jobs", type=int, help="jobs for submit-batch")
+    sizes.add_argument(
+        "--batch-threads",
+        metavar="N[,N...]",
+        help="client threads for submit-batch; several counts run it once each",
+    )
     sizes.add_argument("--batch-size", type=int, default=1000)
     sizes.add_argument("--jobs", type=int, help="jobs pre-filled for the drain")
     sizes.add_argument("--processes", type=int, default=2, help="worker processes")
@@ -1905,6 +2022,14 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         )
     if args.addr and not args.db_url and _DB_SCENARIOS & set(args.scenarios):
         parser.error("with --addr, scenarios that read the database need --db-url")
+    try:
+        args.batch_thread_counts = [
+            int(count) for count in args.batch_threads.split(",") if count.strip()
+        ]
+    except ValueError:
+        parser.error(f"--batch-threads {args.batch_threads!r} is not N[,N...]")
+    if not args.batch_thread_counts or min(args.batch_thread_counts) < 1:
+        parser.error("--batch-threads must name counts of at least 1")
     for name in (
         "submit_jobs",
         "batch_jobs",

@@ -24,6 +24,7 @@ TINY_SIZES = [
     "--submit-jobs=100",
     "--threads=4",
     "--batch-jobs=300",
+    "--batch-threads=1,2",
     "--jobs=300",
     "--steady-seconds=1",
     "--steady-rate=200",
@@ -39,9 +40,19 @@ TINY_SIZES = [
 
 # Figures each section must report as positive numbers.
 EXPECTED = {
-    "submit_single": ("jobs_per_s", "call_p50_ms", "call_p99_ms"),
-    "submit_threads": ("jobs_per_s", "call_p50_ms", "transactions_per_job"),
-    "submit_batch": ("jobs_per_s",),
+    "submit_single": (
+        "jobs_per_s",
+        "call_p50_ms",
+        "call_p99_ms",
+        "client_cpu_us_per_job",
+    ),
+    "submit_threads": (
+        "jobs_per_s",
+        "call_p50_ms",
+        "transactions_per_job",
+        "client_cpu_us_per_job",
+    ),
+    "submit_batch": ("jobs_per_s", "client_cpu_us_per_job"),
     "drain": ("jobs_per_s", "span_s", "completed", "transactions_per_job"),
     "steady": ("completed_per_s", "e2e_p50_ms", "e2e_p99_ms"),
     "latency": ("p50_ms", "p95_ms", "p99_ms"),
@@ -100,7 +111,16 @@ def test_loadgen_reports_every_scenario_on_a_tiny_count(
             )
     for counted in ("drain", "submit_threads"):
         assert _positive(report["txn"][counted]["transactions_per_job"])
+    batches = report["submit_batch"]["runs"]
+    assert [run["threads"] for run in batches] == [1, 2], batches
+    for run in batches:
+        assert _positive(run["jobs_per_s"]), run
+        assert _positive(run["client_cpu_us_per_job"]), run
     assert report["drain"]["completed"] == 300
+    # Start-up (imports) is counted apart from the workers' draining.
+    drain_cpu = report["drain"]["cpu_s"]
+    assert _positive(drain_cpu["workers_startup"]), drain_cpu
+    assert drain_cpu["workers"] >= 0, drain_cpu
     claims = report["claim_depth"]
     for shape in CLAIM_SHAPES:
         for size in ("200", "1000"):
