@@ -7,6 +7,7 @@ import threading
 import time
 
 from pulse_client._proto.pulse.v1 import pulse_pb2 as pb
+from pulse_client.limits import MAX_RETRY_DELAY_MS
 
 # Orders a context's first wait(), which makes its stop event, against the
 # marks that set it. An event made for every job would cost more than the
@@ -28,8 +29,13 @@ class RetryLater(Exception):
         seconds = (
             delay.total_seconds() if isinstance(delay, datetime.timedelta) else delay
         )
-        if seconds < 0:
-            raise ValueError(f"retry delay must not be negative, got {seconds}")
+        # Checked here, in the handler that asks: a delay the server would
+        # refuse must fail this attempt, not the worker's stream.
+        if not 0 <= seconds <= MAX_RETRY_DELAY_MS / 1000:
+            raise ValueError(
+                f"retry delay must be 0 to {MAX_RETRY_DELAY_MS // 1000} seconds "
+                f"(30 days), got {seconds}"
+            )
         self.delay_seconds = float(seconds)
         super().__init__(message or f"retry requested in {self.delay_seconds:g}s")
 

@@ -13,6 +13,8 @@ MAX_ATTEMPTS_LIMIT = 1000
 # Far enough for any real delay, near enough to stay inside timestamptz.
 MAX_DELAY_MS = 100 * 365 * 24 * 3600 * 1000
 MAX_TIMEOUT_MS = 365 * 24 * 3600 * 1000
+# The longest delay a handler may ask for with RetryLater.
+MAX_RETRY_DELAY_MS = 30 * 24 * 3600 * 1000
 MAX_PAGE_SIZE = 1000
 # Topics one worker stream serves (each topic is one index probe per claim).
 MAX_TOPICS_PER_WORKER = 1000

@@ -45,6 +45,7 @@ from pulse_client.errors import (
     from_rpc_error,
 )
 from pulse_client.handlers import Handler, PayloadError
+from pulse_client.limits import MAX_RETRY_DELAY_MS
 
 if TYPE_CHECKING:
     from pulse_client.connection import Connection
@@ -448,7 +449,11 @@ class Runtime:
                 context,
                 pb.OUTCOME_FAILED,
                 _error_text(exc),
-                retry_delay_ms=max(1, int(exc.delay_seconds * 1000)),
+                # Clamped as well: a result out of the wire's range would
+                # break the whole stream, not just this job.
+                retry_delay_ms=min(
+                    MAX_RETRY_DELAY_MS, max(1, int(exc.delay_seconds * 1000))
+                ),
             )
         except Exception as exc:
             return _failure(

@@ -31,6 +31,7 @@ ResultT = TypeVar("ResultT")
 class _Request(Generic[ItemT, ResultT]):
     items: Sequence[ItemT]
     callback: Callable[[list[ResultT] | BaseException], None]
+    size: int = 0
 
 
 class GroupCommit(Generic[ItemT, ResultT]):
@@ -43,10 +44,17 @@ class GroupCommit(Generic[ItemT, ResultT]):
         *,
         max_batch: int = 1000,
         max_wait_seconds: float = 0.0,
+        size: Callable[[ItemT], int] | None = None,
+        max_size: int = 0,
     ) -> None:
         self._name = name
         self._execute = execute
         self._max_batch = max_batch
+        # With ``size``, a flush also stops short of ``max_size`` in all:
+        # many callers' large items must not add up to one statement too
+        # large for the database.
+        self._size = size
+        self._max_size = max_size
         self._max_wait_seconds = max_wait_seconds
         self._queue: collections.deque[_Request[ItemT, ResultT]] = collections.deque()
         self._queued_items = 0
@@ -84,7 +92,8 @@ class GroupCommit(Generic[ItemT, ResultT]):
             if self._stopping:
                 stopped = Unavailable("The server is shutting down")
             else:
-                self._queue.append(_Request(items, callback))
+                size = sum(map(self._size, items)) if self._size else 0
+                self._queue.append(_Request(items, callback, size))
                 self._queued_items += len(items)
                 self._cond.notify()
                 return
@@ -151,15 +160,23 @@ class GroupCommit(Generic[ItemT, ResultT]):
                         break
                     self._cond.wait(remaining)
             batch: list[_Request[ItemT, ResultT]] = []
-            taken = 0
-            # A request is never split, so one larger than max_batch still
-            # goes through, alone.
+            taken = taken_size = 0
+            # A request is never split, so one larger than max_batch (or
+            # max_size) still goes through, alone.
             while self._queue and (
-                not batch or taken + len(self._queue[0].items) <= self._max_batch
+                not batch
+                or (
+                    taken + len(self._queue[0].items) <= self._max_batch
+                    and (
+                        not self._size
+                        or taken_size + self._queue[0].size <= self._max_size
+                    )
+                )
             ):
                 request = self._queue.popleft()
                 batch.append(request)
                 taken += len(request.items)
+                taken_size += request.size
             self._queued_items -= taken
             self._busy = True
             return batch

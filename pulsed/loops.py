@@ -230,7 +230,9 @@ class Vacuumer(BackgroundLoop):
         dead, changed = (row[0], row[1]) if row else (0, 0)
         if max(dead, changed) < self.threshold_rows:
             return self.config.vacuum_seconds
-        conn = self.db.connect()
+        # Named apart from the pool: other replicas count pool connections
+        # named 'pulsed' as a replica that may be listening.
+        conn = self.db.connect(application_name="pulsed-vacuum")
         try:
             conn.autocommit = True  # VACUUM cannot run in a transaction
             with conn.cursor() as cur:

@@ -32,7 +32,7 @@ def migrations_path() -> str:
 
 def apply_migrations(db: Database) -> list[str]:
     """Bring the schema up to date; returns the ids of migrations applied."""
-    lock_conn = db.connect()
+    lock_conn = db.connect(application_name="pulsed-migrate")
     try:
         lock_conn.autocommit = True
         with lock_conn.cursor() as cur:

@@ -122,11 +122,15 @@ ANNOUNCE = """
 SELECT pg_notify(%(channel)s, topic) FROM unnest(%(topics)s::text[]) AS t(topic)
 """
 
-# The LISTEN connections of this database's replicas.
+# The connections of this database's replicas that may listen: every
+# replica's LISTEN connection, and the pool connections of replicas older
+# than that name (their listener is named like their pool).
 LISTENERS = """
 SELECT pid FROM pg_stat_activity
-WHERE datname = current_database() AND application_name = %(name)s
+WHERE datname = current_database() AND application_name = ANY(%(names)s)
 """
+# What a replica older than LISTENER_APPLICATION_NAME calls every connection.
+POOL_APPLICATION_NAME = "pulsed"
 
 # How long a count of the other replicas' listeners is trusted.
 LISTENERS_TTL_SECONDS = 0.25
@@ -144,7 +148,10 @@ class Notifier:
 
     A replica that no other replica listens to sends nothing: every NOTIFY
     costs a transaction to send and one more per listening backend, and a
-    lone replica is the common deployment. The count of other listeners is
+    lone replica is the common deployment. A replica counts as listening
+    by its LISTEN connection, or, for a replica of an older version (whose
+    listener is named like its pool), by any of its pool connections, so
+    that a rolling upgrade keeps waking the old replicas. The count is
     re-read at most every ``LISTENERS_TTL_SECONDS``, only when there is
     something to announce. A replica whose listener connects within that
     window wakes all its streams on connecting, so it can only miss work
@@ -214,9 +221,15 @@ class Notifier:
         now = time.monotonic()
         if now - self._listeners_read_at >= LISTENERS_TTL_SECONDS:
             with self._db.autocommit() as cur:
-                cur.execute(LISTENERS, {"name": LISTENER_APPLICATION_NAME})
+                cur.execute(
+                    LISTENERS,
+                    {"names": [LISTENER_APPLICATION_NAME, POOL_APPLICATION_NAME]},
+                )
                 pids = {row[0] for row in cur.fetchall()}
-            self._others_listening = bool(pids - {self._own_listener_pid()})
+            own_listener = self._own_listener_pid()
+            self._others_listening = any(
+                pid != own_listener and not self._db.is_own_backend(pid) for pid in pids
+            )
             self._listeners_read_at = now
         return self._others_listening
 

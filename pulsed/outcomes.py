@@ -20,13 +20,14 @@ import uuid
 from collections.abc import Iterable
 from typing import NamedTuple
 
+from pulse_client import limits
 from pulse_client._proto.pulse.v1 import pulse_pb2 as pb
 from pulsed import metrics
 from pulsed.config import Config
 from pulsed.database import INDEX_ONLY_PLANS, Cursor, Prepared
 
 MAX_ERROR_CHARS = 16_000
-MAX_RETRY_DELAY_MS = 30 * 24 * 3600 * 1000
+MAX_RETRY_DELAY_MS = limits.MAX_RETRY_DELAY_MS
 
 # The column "failure" of each outcome a worker reports.
 _FAILURES: dict[int, str | None] = {

@@ -125,7 +125,11 @@ class PulseService(pulse_pb2_grpc.PulseServicer):
         # Submits never wait to fill a batch: their callers are waiting.
         self.submit_writer: GroupCommit[submits.NewJob, submits.SubmitOutcome] = (
             GroupCommit(
-                "submit-writer", self._insert_jobs, max_batch=config.flush_batch
+                "submit-writer",
+                self._insert_jobs,
+                max_batch=config.flush_batch,
+                size=_payload_size,
+                max_size=MAX_SUBMIT_FLUSH_BYTES,
             )
         )
         self.results_writer: GroupCommit[outcomes.Report, outcomes.Ack] = GroupCommit(
@@ -574,6 +578,16 @@ def _rule_text(rule: pb.ScheduleRule) -> str:
     if kind == "cron":
         return f"cron {value} {rule.time_zone or 'UTC'}"
     return f"{kind} {value}"
+
+
+# Payload bytes in one insert, at most (a single SubmitJobs may exceed it,
+# alone): concurrent calls of large payloads once merged into a statement
+# of over a gigabyte, which Postgres refuses.
+MAX_SUBMIT_FLUSH_BYTES = 64 * 1024 * 1024
+
+
+def _payload_size(job: submits.NewJob) -> int:
+    return len(job.payload)
 
 
 def _submit_result(answer: pb.SubmitResult, result: submits.SubmitOutcome) -> None:

@@ -10,9 +10,7 @@ from __future__ import annotations
 
 import logging
 import queue
-import re
 import threading
-import uuid
 from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
@@ -23,6 +21,7 @@ from pulse_client.errors import InvalidArgument, PulseError, Unavailable
 from pulse_client.limits import MAX_TOPICS_PER_WORKER, validate_topic
 from pulsed import outcomes
 from pulsed.jobs import STATUS_TO_PROTO
+from pulsed.submits import canonical_job_id
 
 if TYPE_CHECKING:
     from pulsed.service import PulseService
@@ -34,10 +33,6 @@ MAX_WORKER_ID_CHARS = 200
 # never makes a message a worker cannot receive.
 MAX_ASSIGNMENT_MESSAGE_BYTES = 4 * 1024 * 1024
 
-# How pulsed writes a job id, and so how a worker echoes it back.
-_CANONICAL_JOB_ID = re.compile(
-    r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}"
-)
 _REPORTED_OUTCOMES = frozenset(
     (pb.OUTCOME_SUCCEEDED, pb.OUTCOME_FAILED, pb.OUTCOME_FAILED_PERMANENTLY)
 )
@@ -181,12 +176,7 @@ def _job_id(text: str) -> str:
     # sends ids, so a worker's echo of one is taken as it is; any other
     # spelling uuid.UUID accepts (capitals, braces, a urn prefix, no
     # hyphens) is the same job.
-    if _CANONICAL_JOB_ID.fullmatch(text):
-        return text
-    try:
-        return str(uuid.UUID(text))
-    except ValueError:
-        raise InvalidArgument(f"job id {text[:100]!r} is not a UUID") from None
+    return canonical_job_id(text)
 
 
 def _report(session: StreamSession, result: pb.JobResult) -> outcomes.Report:

@@ -63,7 +63,18 @@ _CANONICAL_ID = re.compile(
 )
 
 
+# What is left of an accepted spelling (upper case, braces, a urn:uuid:
+# prefix, hyphens anywhere) once uuid.UUID has dropped its decorations:
+# 32 ASCII hex digits. uuid.UUID reads those through int(), which would
+# also take underscores and non-ASCII digits, so that '8b30_369…' named
+# another job.
+_HEX_DIGITS = re.compile(r"[0-9a-fA-F]{32}", re.ASCII)
+
+
 def parse_job_id(text: str) -> uuid.UUID:
+    bare = text.replace("urn:", "").replace("uuid:", "").strip("{}").replace("-", "")
+    if not _HEX_DIGITS.fullmatch(bare):
+        raise InvalidArgument(f"job id {text[:100]!r} is not a UUID")
     try:
         return uuid.UUID(text)
     except (ValueError, TypeError):

@@ -37,14 +37,13 @@ def test_each_statement_commits_on_its_own_and_a_failure_undoes_only_itself(
 ) -> None:
     with db.transaction() as cur:
         cur.execute("CREATE TABLE autocommit_probe (n int PRIMARY KEY)")
-    with pytest.raises(PulseError, match="duplicate key"):
-        with db.autocommit() as cur:
-            cur.execute("INSERT INTO autocommit_probe VALUES (1)")
-            # One execute, two statements: one transaction, undone whole.
-            cur.execute(
-                "INSERT INTO autocommit_probe VALUES (2); "
-                "INSERT INTO autocommit_probe VALUES (1)"
-            )
+    with pytest.raises(PulseError, match="duplicate key"), db.autocommit() as cur:
+        cur.execute("INSERT INTO autocommit_probe VALUES (1)")
+        # One execute, two statements: one transaction, undone whole.
+        cur.execute(
+            "INSERT INTO autocommit_probe VALUES (2); "
+            "INSERT INTO autocommit_probe VALUES (1)"
+        )
     with db.transaction() as cur:
         cur.execute("SELECT n FROM autocommit_probe ORDER BY n")
         assert cur.fetchall() == [(1,)]
@@ -59,12 +58,11 @@ def test_a_connection_goes_back_to_the_pool_in_transaction_mode(
         cur.execute("SELECT 1")
         conn = cur.connection
     # The next transaction() gets the same connection, and can still undo.
-    with pytest.raises(RuntimeError):
-        with db.transaction() as cur:
-            assert cur.connection is conn
-            assert conn.autocommit is False
-            cur.execute("INSERT INTO autocommit_undone VALUES (1)")
-            raise RuntimeError("abandon")
+    with pytest.raises(RuntimeError), db.transaction() as cur:
+        assert cur.connection is conn
+        assert conn.autocommit is False
+        cur.execute("INSERT INTO autocommit_undone VALUES (1)")
+        raise RuntimeError("abandon")
     with db.transaction() as cur:
         cur.execute("SELECT count(*) FROM autocommit_undone")
         assert cur.fetchall() == [(0,)]

@@ -14,7 +14,11 @@ from collections.abc import Callable
 import psycopg2
 
 from pulse_client._proto.pulse.v1 import pulse_pb2_grpc
-from pulsed.notifications import LISTENER_APPLICATION_NAME, LISTENERS_TTL_SECONDS
+from pulsed.notifications import (
+    LISTENER_APPLICATION_NAME,
+    LISTENERS_TTL_SECONDS,
+    POOL_APPLICATION_NAME,
+)
 from pulsed.submits import NOTIFY_CHANNEL_PENDING
 from tests.fixtures.servers import PulsedProcess
 from tests.fixtures.streams import WorkerStream
@@ -125,3 +129,19 @@ def test_a_lone_replica_announces_nothing_until_another_replica_listens(
             replica.close()
     finally:
         observer.close()
+
+
+def test_a_replica_of_an_older_version_is_still_announced_to(
+    start_pulsed: Callable[..., PulsedProcess], db_url: str
+) -> None:
+    # Before its listener had a name of its own, a replica named every
+    # connection 'pulsed': during a rolling upgrade it must still be woken.
+    server = start_pulsed(**SLOW_POLL)
+    stub = server.stub()
+    older = _listen(db_url, POOL_APPLICATION_NAME)
+    try:
+        time.sleep(LISTENERS_TTL_SECONDS * 2)
+        submit(stub)
+        assert _heard(older, 2.0) == ["t"]
+    finally:
+        older.close()

@@ -277,3 +277,28 @@ def test_a_request_after_stop_is_refused_as_unavailable(
     assert isinstance(outcomes.wait_for(1)["late"], Unavailable)
     with pytest.raises(Unavailable):
         writer.call([2])
+
+
+def test_a_flush_stops_short_of_the_size_limit_but_never_splits_a_request() -> None:
+    recorder = Recorder()
+    # Each item weighs its own value.
+    writer: GroupCommit[int, int] = GroupCommit(
+        "test", recorder, size=lambda item: item, max_size=10
+    )
+    writer.start()
+    try:
+        outcomes = Outcomes()
+        recorder.hold()
+        writer.submit([1], outcomes.callback("first"))
+        assert recorder.entered.wait(WAIT_SECONDS)
+        writer.submit([3, 3], outcomes.callback("a"))  # 6
+        writer.submit([4], outcomes.callback("b"))  # 10 with a
+        writer.submit([5], outcomes.callback("c"))  # would be 15
+        writer.submit([7, 7], outcomes.callback("d"))  # 14 alone: still goes
+        recorder.release.set()
+
+        received = outcomes.wait_for(5)
+    finally:
+        writer.stop()
+    assert recorder.batches == [[1], [3, 3, 4], [5], [7, 7]]
+    assert received["d"] == [70, 70]

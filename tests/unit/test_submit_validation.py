@@ -108,6 +108,16 @@ REFUSED: dict[str, tuple[dict[str, Any], str]] = {
     "max_attempts 1001": ({"max_attempts": 1001}, "max_attempts 1001 is out of range"),
     "malformed id": ({"id": "123"}, "job id '123' is not a UUID"),
     "id with a line break": ({"id": JOB_ID + "\n"}, "is not a UUID"),
+    # int() would read these, and uuid.UUID with it: as another job.
+    "id with an underscore for a digit": (
+        {"id": "0190a0b0-c0d0-7e00-8000-0000_0000001"},
+        "is not a UUID",
+    ),
+    "id with Arabic-Indic digits": (
+        {"id": JOB_ID[:-1] + "\u0661"},
+        "is not a UUID",
+    ),
+    "id with fullwidth digits": ({"id": JOB_ID[:-1] + "\uff11"}, "is not a UUID"),
     "negative delay": ({"delay_ms": -5}, "delay_ms -5 is out of range"),
     "delay beyond a century": ({"delay_ms": MAX_DELAY_MS + 1}, "delay_ms"),
     "negative timeout": ({"timeout_ms": -1}, "timeout_ms -1 is out of range"),
