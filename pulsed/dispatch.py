@@ -88,13 +88,12 @@ RETURNING (%(slots)s::int[])[picked.n], j.id::text, j.topic, j.payload, j.attemp
 # because the generic plan's estimates (ten topics, an unknown limit) looked
 # costlier than the custom one. The shared gate lock goes first, so that a
 # committed pause is always seen (see pulsed.gate).
-_CLAIM_JOBS = Prepared(
-    "pulse_claim_jobs",
-    CLAIM_JOBS,
-    settings=_INDEX_ONLY_PLANS
+CLAIM_SETTINGS = (
+    _INDEX_ONLY_PLANS
     + "SET LOCAL plan_cache_mode = force_generic_plan; "
-    + CLAIM_GATE_LOCK,
+    + CLAIM_GATE_LOCK
 )
+_CLAIM_JOBS = Prepared("pulse_claim_jobs", CLAIM_JOBS, settings=CLAIM_SETTINGS)
 
 MAX_CREDITS_PER_STREAM = 10_000
 

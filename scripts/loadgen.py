@@ -88,7 +88,7 @@ from pulse_client import NewJob, Pulse
 from pulse_client.connection import wait_until_serving
 from pulsed.config import Config
 from pulsed.database import Database, Prepared
-from pulsed.dispatch import CLAIM_JOBS
+from pulsed.dispatch import CLAIM_JOBS, CLAIM_SETTINGS
 from pulsed.migrate import apply_migrations
 
 SCENARIOS = (
@@ -1352,7 +1352,8 @@ _CLAIM_PARAMS = {
 
 
 # The claim as pulsed runs it: prepared once per connection.
-_CLAIM_PREPARED = Prepared("loadgen_claim_jobs", CLAIM_JOBS)
+# Prepared with the settings pulsed claims with (its plan rules, the gate lock).
+_CLAIM_PREPARED = Prepared("loadgen_claim_jobs", CLAIM_JOBS, settings=CLAIM_SETTINGS)
 
 
 def _time_claim(
