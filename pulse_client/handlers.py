@@ -262,7 +262,12 @@ def _union_converter(args: tuple[Any, ...], seen: dict[type, _Convert]) -> _Conv
 
 def _fits(value: Any, target: Any) -> bool:
     """Whether a JSON value has the shape of ``target`` (to pick a Union arm)."""
-    if dataclasses.is_dataclass(target) and isinstance(target, type):
+    if target is Any:
+        return True
+    # A TypedDict refuses isinstance(); its values are JSON objects.
+    if (dataclasses.is_dataclass(target) and isinstance(target, type)) or (
+        typing.is_typeddict(target)
+    ):
         return isinstance(value, dict)
     origin = typing.get_origin(target) or target
     if origin in (list, tuple):
