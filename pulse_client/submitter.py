@@ -11,6 +11,7 @@ Every caller still returns only once its own job is committed.
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Callable
 
 from pulse_client._proto.pulse.v1 import pulse_pb2 as pb
@@ -43,6 +44,8 @@ class Submitter:
         self._lock = threading.Lock()
         self._queue: list[_Pending] = []
         self._busy = False
+        # How many callers the last batch carried.
+        self._last_batch = 1
 
     def submit(self, spec: pb.JobSpec) -> pb.SubmitResult:
         """Submit one job; returns its result once committed, or raises."""
@@ -65,6 +68,12 @@ class Submitter:
 
     def _lead(self, item: _Pending) -> None:
         try:
+            if len(self._queue) < self._last_batch:
+                # The callers of the last batch are likely on their way back
+                # with their next job: give them the interpreter once, so
+                # that they join this batch instead of queueing for the next
+                # (8 threads otherwise settle into batches of 1 and 7).
+                time.sleep(0)
             # The leader's job is at the head of the queue, so the first batch
             # carries it.
             with self._lock:
@@ -76,6 +85,7 @@ class Submitter:
                     taken += 1
                 batch = self._queue[:taken]
                 del self._queue[:taken]
+                self._last_batch = taken
             self._flush(batch)
         finally:
             with self._lock:
