@@ -130,3 +130,5 @@ def test_loadgen_reports_every_scenario_on_a_tiny_count(
     rss = report["rss"]
     assert rss["streams_open"] == 3, rss
     assert rss["peak_rss_mb"] >= rss["sampled_max_rss_mb"], rss
+    # Workers stopped gracefully under load leave no claimed job behind.
+    assert rss["jobs_running_after_stop"] == 0, rss
