@@ -392,8 +392,10 @@ def test_heartbeats_keep_a_job_past_its_lease_on_the_same_attempt(
     ).stub()
     job = submit(stub)
     worker = open_stream(stub, "w", ["t"], 1)
-    other = open_stream(stub, "other", ["t"], 1)
     (assignment,) = worker.take_assignments(1)
+    # Opened once the job is out: had both streams been waiting when it was
+    # claimed, the claim could have served either of them.
+    other = open_stream(stub, "other", ["t"], 1)
 
     end = time.monotonic() + 4.5
     while time.monotonic() < end:
