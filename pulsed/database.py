@@ -13,7 +13,7 @@ import logging
 import re
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from typing import Any
 
 import psycopg2
@@ -90,6 +90,17 @@ INDEX_ONLY_PLANS = (
 )
 
 _PARAMETER = re.compile(r"%\((\w+)\)s")
+
+
+def array_literal(values: Iterable[object]) -> str:
+    """A Postgres array literal of values that need no quoting inside one
+    (numbers, canonical job ids, NULL, elements quoted by the caller).
+
+    For hot-path array parameters: psycopg2 turns a list into ARRAY[...] of
+    as many quoted constants, adapting each item in Python (about a
+    microsecond each), and Postgres parses one literal faster too.
+    """
+    return "{" + ",".join(map(str, values)) + "}"
 
 
 class Database:

@@ -25,7 +25,7 @@ from pulse_client.errors import PulseError
 from pulsed import metrics
 from pulsed.config import Config
 from pulsed.database import INDEX_ONLY_PLANS as _INDEX_ONLY_PLANS
-from pulsed.database import Database, Prepared
+from pulsed.database import Database, Prepared, array_literal
 from pulsed.gate import CLAIM_GATE_LOCK, blocks
 
 log = logging.getLogger(__name__)
@@ -313,9 +313,7 @@ class Dispatcher:
             _CLAIM_JOBS.execute(
                 cur,
                 {
-                    # As an array literal: psycopg2 adapts a list item by
-                    # item, at about a microsecond each.
-                    "slots": "{" + ",".join(map(str, slots)) + "}",
+                    "slots": array_literal(slots),
                     "worker_ids": [receiver.worker_id for receiver in ordered],
                     "topics": sorted(group),
                     "limit": len(slots),

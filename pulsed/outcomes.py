@@ -17,14 +17,13 @@ of ids; measured mid-drain, that turned a 5 ms result flush into 1.7 s.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterable
 from typing import NamedTuple
 
 from pulse_client import limits
 from pulse_client._proto.pulse.v1 import pulse_pb2 as pb
 from pulsed import metrics
 from pulsed.config import Config
-from pulsed.database import INDEX_ONLY_PLANS, Cursor, Prepared
+from pulsed.database import INDEX_ONLY_PLANS, Cursor, Prepared, array_literal
 
 MAX_ERROR_CHARS = 16_000
 MAX_RETRY_DELAY_MS = limits.MAX_RETRY_DELAY_MS
@@ -193,13 +192,6 @@ def clean_error(text: str) -> str:
     return text.replace("\x00", "\\x00")
 
 
-def _array_literal(values: Iterable[int | str]) -> str:
-    # For numbers and canonical job ids, which need no quoting inside an
-    # array literal: psycopg2 adapts a list item by item, at about a
-    # microsecond per item, as much as the rest of a result's handling.
-    return "{" + ",".join(map(str, values)) + "}"
-
-
 def _backoff_params(config: Config) -> dict[str, float]:
     return {
         "backoff_base": config.backoff_base_seconds,
@@ -215,15 +207,15 @@ def apply_results(cur: Cursor, reports: list[Report], config: Config) -> list[Ac
     _APPLY_RESULTS.execute(
         cur,
         {
-            "ids": _array_literal(ids),
-            "attempts": _array_literal(attempts),
+            "ids": array_literal(ids),
+            "attempts": array_literal(attempts),
             "worker_ids": list(worker_ids),
             "failures": [_FAILURES[code] for code in codes],
             "errors": [
                 None if code == pb.OUTCOME_SUCCEEDED else clean_error(error)
                 for code, error in zip(codes, errors, strict=True)
             ],
-            "delays_ms": _array_literal(delays_ms),
+            "delays_ms": array_literal(delays_ms),
             **_backoff_params(config),
         },
     )
@@ -257,8 +249,8 @@ def extend_leases(cur: Cursor, beats: list[Beat], config: Config) -> list[BeatRe
     _EXTEND_LEASES.execute(
         cur,
         {
-            "ids": _array_literal(ids),
-            "attempts": _array_literal(attempts),
+            "ids": array_literal(ids),
+            "attempts": array_literal(attempts),
             "worker_ids": list(worker_ids),
             "lease_seconds": config.lease_seconds,
         },
