@@ -32,42 +32,47 @@ def _insert_running_job(sql: Sql, job_id: uuid.UUID) -> None:
     )
 
 
+def _report_behind_a_lock(
+    db: Database, db_url: str, job_id: uuid.UUID, update: str, report: outcomes.Report
+) -> list[outcomes.Ack]:
+    """Apply ``report`` while another transaction's ``update`` of the job
+    holds the row's lock, uncommitted; the acks once that one commits."""
+    holder = psycopg2.connect(db_url)
+    acks: list[outcomes.Ack] = []
+
+    def apply() -> None:
+        with db.transaction() as cur:
+            acks.extend(outcomes.apply_results(cur, [report], CONFIG))
+
+    try:
+        with holder.cursor() as cur:
+            cur.execute(update, (job_id,))
+        reporter = threading.Thread(target=apply)
+        reporter.start()
+        reporter.join(0.5)
+        assert reporter.is_alive(), "the result should wait for the row lock"
+        holder.commit()
+        reporter.join(10)
+    finally:
+        holder.close()
+    return acks
+
+
 def test_a_result_waiting_on_a_heartbeats_row_lock_is_applied_after_it(
     db: Database, db_url: str, sql: Sql
 ) -> None:
     job_id = uuid.uuid4()
     _insert_running_job(sql, job_id)
-    holder = psycopg2.connect(db_url)
-    try:
-        # Given a heartbeat holding the row's lock, uncommitted...
-        with holder.cursor() as cur:
-            cur.execute(
-                "UPDATE jobs SET lease_expires_at = now() + interval '60 s'"
-                " WHERE id = %s",
-                (job_id,),
-            )
-        acks: list[outcomes.Ack] = []
 
-        def report() -> None:
-            with db.transaction() as cur:
-                acks.extend(
-                    outcomes.apply_results(
-                        cur,
-                        [outcomes.Report(str(job_id), 1, "w", 1, "", 0)],
-                        CONFIG,
-                    )
-                )
-
-        # ...when the result arrives it waits on that lock...
-        reporter = threading.Thread(target=report)
-        reporter.start()
-        reporter.join(0.5)
-        assert reporter.is_alive(), "the result should wait for the row lock"
-        # ...and once the heartbeat commits, the result is applied.
-        holder.commit()
-        reporter.join(10)
-    finally:
-        holder.close()
+    # A result that arrives while a heartbeat holds the row is applied
+    # once the heartbeat commits.
+    acks = _report_behind_a_lock(
+        db,
+        db_url,
+        job_id,
+        "UPDATE jobs SET lease_expires_at = now() + interval '60 s' WHERE id = %s",
+        outcomes.Report(str(job_id), 1, "w", pb.OUTCOME_SUCCEEDED, "", 0),
+    )
 
     assert acks == [outcomes.Ack(accepted=True, status="completed")]
     assert sql.all("SELECT status, attempt FROM jobs WHERE id = %s", (job_id,)) == [
@@ -79,44 +84,18 @@ def test_a_failure_waiting_on_a_cancel_requests_row_lock_ends_canceled(
     db: Database, db_url: str, sql: Sql
 ) -> None:
     # The result statement computes the new status from the row it updates,
-    # so a cancel request that commits while the result waits is seen.
+    # so a cancel request that commits while the result waits is seen: the
+    # job ends canceled instead of being retried.
     job_id = uuid.uuid4()
     _insert_running_job(sql, job_id)
-    holder = psycopg2.connect(db_url)
-    try:
-        # Given a cancel request holding the row's lock, uncommitted...
-        with holder.cursor() as cur:
-            cur.execute(
-                "UPDATE jobs SET cancel_requested_at = now() WHERE id = %s",
-                (job_id,),
-            )
-        acks: list[outcomes.Ack] = []
 
-        def report() -> None:
-            with db.transaction() as cur:
-                acks.extend(
-                    outcomes.apply_results(
-                        cur,
-                        [
-                            outcomes.Report(
-                                str(job_id), 1, "w", pb.OUTCOME_FAILED, "boom", 0
-                            )
-                        ],
-                        CONFIG,
-                    )
-                )
-
-        # ...when a failure arrives it waits on that lock...
-        reporter = threading.Thread(target=report)
-        reporter.start()
-        reporter.join(0.5)
-        assert reporter.is_alive(), "the result should wait for the row lock"
-        # ...and once the cancel request commits, the job ends canceled
-        # instead of being retried.
-        holder.commit()
-        reporter.join(10)
-    finally:
-        holder.close()
+    acks = _report_behind_a_lock(
+        db,
+        db_url,
+        job_id,
+        "UPDATE jobs SET cancel_requested_at = now() WHERE id = %s",
+        outcomes.Report(str(job_id), 1, "w", pb.OUTCOME_FAILED, "boom", 0),
+    )
 
     assert acks == [outcomes.Ack(accepted=True, status="canceled")]
     assert sql.all(
