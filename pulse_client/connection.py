@@ -158,6 +158,31 @@ class Connection:
             f"server unavailable at {', '.join(tried)}: {details}"
         ) from last
 
+    def start(
+        self,
+        invoke: Callable[[pulse_pb2_grpc.PulseStub], grpc.Future[_T]],
+        retry: Callable[[pulse_pb2_grpc.PulseStub], _T],
+    ) -> Callable[[], _T]:
+        """Start a unary call without waiting for it; the returned function
+        waits and gives its answer. ``invoke`` starts the call on a stub
+        (``stub.Method.future(...)``); if the replica turns out to be
+        unavailable, ``retry`` repeats it through ``call``, failing over."""
+        address, stub = self.stub()
+        future = invoke(stub)
+
+        def wait() -> _T:
+            try:
+                return future.result()
+            except grpc.RpcError as exc:
+                if exc.code() == grpc.StatusCode.DEADLINE_EXCEEDED:
+                    self.rotate(away_from=address)
+                if exc.code() != grpc.StatusCode.UNAVAILABLE:
+                    raise from_rpc_error(exc) from None
+                self.rotate(away_from=address)
+            return self.call(retry)
+
+        return wait
+
     def kwargs(self, timeout_seconds: float | None = None) -> dict[str, Any]:
         return {
             "timeout": self.timeout_seconds

@@ -16,6 +16,8 @@ MAX_TIMEOUT_MS = 365 * 24 * 3600 * 1000
 # The longest delay a handler may ask for with RetryLater.
 MAX_RETRY_DELAY_MS = 30 * 24 * 3600 * 1000
 MAX_PAGE_SIZE = 1000
+# Jobs a worker may hold beyond its handler threads (Pulse's prefetch).
+MAX_PREFETCH = 10_000
 # Topics one worker stream serves (each topic is one index probe per claim).
 MAX_TOPICS_PER_WORKER = 1000
 

@@ -133,6 +133,7 @@ class Runtime:
         handlers: dict[str, Handler],
         *,
         concurrency: int,
+        prefetch: int = 0,
         worker_id: str,
         grace_seconds: float,
         heartbeat_seconds: float | None,
@@ -140,6 +141,9 @@ class Runtime:
         self._connection = connection
         self._handlers = handlers
         self._concurrency = concurrency
+        # Jobs held beyond the handler threads: claimed (and leased) while
+        # every thread is busy, run as threads free up.
+        self._prefetch = prefetch
         self.worker_id = worker_id
         self._grace_seconds = grace_seconds
         self._heartbeat_seconds = heartbeat_seconds
@@ -300,8 +304,11 @@ class Runtime:
 
     def _serve_one_stream(self) -> None:
         with self._lock:
+            # Every job held counts, queued or running.
             free = (
-                0 if self._draining.is_set() else self._concurrency - len(self._running)
+                0
+                if self._draining.is_set()
+                else self._concurrency + self._prefetch - len(self._running)
             )
             outbox = _Outbox(
                 pb.Hello(

@@ -1,8 +1,9 @@
 """pulse-worker: run an application's Pulse handlers in worker processes.
 
 Usage:
-  pulse-worker MODULE:OBJECT [--processes=N] [--concurrency=N] [--addr=ADDR]
-               [--grace=SECONDS] [--log-level=LEVEL] [--log-format=FORMAT]
+  pulse-worker MODULE:OBJECT [--processes=N] [--concurrency=N] [--prefetch=N]
+               [--addr=ADDR] [--grace=SECONDS] [--log-level=LEVEL]
+               [--log-format=FORMAT]
   pulse-worker (-h | --help)
 
 Arguments:
@@ -12,6 +13,8 @@ Arguments:
 Options:
   --processes=N      Worker processes to run [default: 1].
   --concurrency=N    Handler threads per process (default: the object's own).
+  --prefetch=N       Jobs each process holds beyond its busy threads, ready
+                     to start (default: the object's own; see Pulse).
   --addr=ADDR        Server address(es), comma-separated; sets PULSE_ADDR for
                      the application.
   --grace=SECONDS    How long running jobs get to finish on SIGTERM
@@ -43,6 +46,7 @@ from typing import Any
 from docopt import DocoptExit, docopt
 
 from pulse_client.errors import PulseError
+from pulse_client.limits import MAX_PREFETCH
 from pulse_client.logs import LOG_FORMATS, configure_logging
 from pulse_client.worker import FATAL_ERRORS
 
@@ -95,7 +99,11 @@ def load_pulse(target: str) -> Any:
 
 
 def _child(
-    target: str, concurrency: int | None, grace: float | None, level: str
+    target: str,
+    concurrency: int | None,
+    prefetch: int | None,
+    grace: float | None,
+    level: str,
 ) -> None:
     # Only the supervisor hears the terminal's Ctrl-C and forwards one
     # SIGTERM per signal, so a child never mistakes one Ctrl-C for two.
@@ -117,6 +125,8 @@ def _child(
         pulse = load_pulse(target)
         if concurrency is not None:
             pulse.concurrency = concurrency
+        if prefetch is not None:
+            pulse.prefetch = prefetch
         if grace is not None:
             pulse.grace_seconds = grace
         if stop_requested:
@@ -170,6 +180,11 @@ def main(argv: list[str] | None = None) -> None:
     try:
         processes = _number(options, "--processes", int, 1)
         concurrency = _number(options, "--concurrency", int, 1)
+        prefetch = _number(options, "--prefetch", int, 0)
+        if prefetch is not None and prefetch > MAX_PREFETCH:
+            raise UsageError(
+                f"--prefetch must be at most {MAX_PREFETCH}, got {prefetch}"
+            )
         grace = _number(options, "--grace", float, 0)
         level = options["--log-level"].upper()
         if level not in _LOG_LEVELS:
@@ -192,7 +207,7 @@ def main(argv: list[str] | None = None) -> None:
         print(f"pulse-worker: {exc}", file=sys.stderr)
         sys.exit(2)
     _configure_logging(level)
-    sys.exit(_supervise(target, processes, concurrency, grace, level))
+    sys.exit(_supervise(target, processes, concurrency, prefetch, grace, level))
 
 
 def _configure_logging(level: str) -> None:
@@ -205,6 +220,7 @@ def _supervise(
     target: str,
     processes: int,
     concurrency: int | None,
+    prefetch: int | None,
     grace: float | None,
     level: str,
 ) -> int:
@@ -215,7 +231,7 @@ def _supervise(
     def start(index: int) -> BaseProcess:
         process = context.Process(
             target=_child,
-            args=(target, concurrency, grace, level),
+            args=(target, concurrency, prefetch, grace, level),
             name=f"pulse-worker-{index}",
         )
         process.start()

@@ -67,6 +67,7 @@ import os
 import pathlib
 import platform
 import re
+import shutil
 import signal
 import socket
 import statistics
@@ -86,6 +87,7 @@ import psycopg2.sql
 
 from pulse_client import NewJob, Pulse
 from pulse_client.connection import wait_until_serving
+from pulse_client.limits import MAX_PREFETCH
 from pulsed.config import Config
 from pulsed.database import Database, Prepared
 from pulsed.dispatch import CLAIM_JOBS, CLAIM_SETTINGS
@@ -559,6 +561,16 @@ class Profiler:
     """
 
     def __init__(self, args: argparse.Namespace) -> None:
+        # The one installed beside this Python (a virtualenv's bin is often
+        # not on PATH), else the one on PATH.
+        beside = pathlib.Path(sys.executable).with_name("py-spy")
+        found = str(beside) if beside.exists() else shutil.which("py-spy")
+        if found is None:
+            raise BenchError(
+                "--profile needs py-spy: pip install py-spy (it is in the "
+                "dev extra: pip install -e '.[dev]')"
+            )
+        self.py_spy = found
         self.directory = pathlib.Path(args.profile)
         self.directory.mkdir(parents=True, exist_ok=True)
         self.format = args.profile_format
@@ -580,7 +592,7 @@ class Profiler:
         ext = {"flamegraph": "svg", "speedscope": "json", "raw": "txt"}[self.format]
         path = self.directory / f"{self.scenario}-{label}-{pid}.{ext}"
         command = [
-            "py-spy",
+            self.py_spy,
             "record",
             "--pid",
             str(pid),
@@ -629,6 +641,7 @@ def _worker_main(
     addr: str,
     topic: str,
     concurrency: int,
+    prefetch: int,
     record_path: str | None,
     ready: Any,
 ) -> None:
@@ -638,7 +651,7 @@ def _worker_main(
     handler start) first thing, and the notes are written there on exit.
     """
     records: list[tuple[float, float]] = []
-    pulse = Pulse(addr, concurrency=concurrency, grace_seconds=10.0)
+    pulse = Pulse(addr, concurrency=concurrency, prefetch=prefetch, grace_seconds=10.0)
     if record_path is None:
 
         def handle(args: dict) -> None:  # type: ignore[type-arg]
@@ -725,6 +738,7 @@ class Workers:
         profiler: Profiler | None,
         record_dir: str | None = None,
         streams: int | None = None,
+        prefetch: int = 0,
     ) -> None:
         context = multiprocessing.get_context("spawn")
         self._profiler = profiler
@@ -736,7 +750,7 @@ class Workers:
         targets: list[tuple[Callable[..., None], tuple[Any, ...]]]
         if streams is None:
             targets = [
-                (_worker_main, (addr, topic, concurrency, path, ready))
+                (_worker_main, (addr, topic, concurrency, prefetch, path, ready))
                 for path, ready in zip(self._record_paths, self._ready, strict=True)
             ]
         else:
@@ -1168,6 +1182,7 @@ def run_drain(ctx: Context) -> dict[str, Any]:
         args.processes,
         args.concurrency,
         ctx.target.profiler,
+        prefetch=args.prefetch,
     ) as workers:
         meter = CpuMeter(ctx, workers)
         # A fresh process's CPU time is all its own start-up until it is
@@ -1187,6 +1202,7 @@ def run_drain(ctx: Context) -> dict[str, Any]:
         "jobs": args.jobs,
         "processes": args.processes,
         "concurrency": args.concurrency,
+        "prefetch": args.prefetch,
         "prefill_jobs_per_s": round(args.jobs / prefill_seconds, 1),
         **span,
         "spawn_to_done_s": round(done_at - spawned, 3),
@@ -1211,6 +1227,7 @@ def run_steady(ctx: Context) -> dict[str, Any]:
             args.processes,
             args.concurrency,
             ctx.target.profiler,
+            prefetch=args.prefetch,
         ) as workers,
         Pulse(ctx.target.addr) as pulse,
     ):
@@ -1768,7 +1785,8 @@ def report_rows(results: dict[str, Any]) -> list[tuple[str, str, str, str]]:
     if "drain" in results:
         r = results["drain"]
         add(
-            f"drain {r['jobs']:,} jobs, {r['processes']}x{r['concurrency']}",
+            f"drain {r['jobs']:,} jobs, {r['processes']}x{r['concurrency']}"
+            f"+{r['prefetch']}",
             f"{r['jobs_per_s']:,.0f} jobs/s",
             "drain",
             r["jobs_per_s"],
@@ -1940,6 +1958,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         default=100,
         help="handler threads per worker (drain, steady)",
     )
+    sizes.add_argument(
+        "--prefetch",
+        type=int,
+        default=100,
+        help="jobs each worker holds beyond its busy threads, Pulse's "
+        "prefetch (drain, steady)",
+    )
     sizes.add_argument("--steady-rate", type=float)
     sizes.add_argument("--steady-seconds", type=float)
     sizes.add_argument("--latency-jobs", type=int)
@@ -2056,6 +2081,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ):
         if getattr(args, name) < 1:
             parser.error(f"--{name.replace('_', '-')} must be at least 1")
+    if not 0 <= args.prefetch <= MAX_PREFETCH:
+        parser.error(f"--prefetch must be in 0..{MAX_PREFETCH}")
     return args
 
 

@@ -45,6 +45,14 @@ from tests.fixtures.servers import REPO_ROOT
             ["tests.e2e.apps.bulk:pulse", "--processes=two"],
             "--processes must be a number, got 'two'",
         ),
+        (
+            ["tests.e2e.apps.bulk:pulse", "--prefetch=-1"],
+            "--prefetch must be at least 0, got '-1'",
+        ),
+        (
+            ["tests.e2e.apps.bulk:pulse", "--prefetch=10001"],
+            "--prefetch must be at most 10000, got 10001",
+        ),
     ],
     ids=[
         "no-colon",
@@ -54,6 +62,8 @@ from tests.fixtures.servers import REPO_ROOT
         "no-handlers",
         "zero-processes",
         "processes-not-a-number",
+        "negative-prefetch",
+        "prefetch-too-large",
     ],
 )
 def test_pulse_worker_rejects_a_bad_command_line_with_status_2_and_one_line(

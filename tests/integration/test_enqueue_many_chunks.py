@@ -10,9 +10,9 @@ import pytest
 
 from pulse_client import NewJob, Pulse
 from pulse_client.client import SubmitRefused
-from pulse_client.errors import InvalidArgument, JobConflict
+from pulse_client.errors import InvalidArgument, JobConflict, Unavailable
 from tests.fixtures.databases import Sql
-from tests.fixtures.servers import InProcessServer
+from tests.fixtures.servers import InProcessServer, free_port
 
 TOPIC = "batch.chunks"
 # Just under the default PULSE_MAX_PAYLOAD_BYTES once JSON adds its quotes,
@@ -33,7 +33,7 @@ def test_refused_jobs_of_a_batch_of_several_calls_keep_their_input_index(
     first_id = "01a24300-0000-7000-8000-000000000001"
     jobs = [NewJob(TOPIC, {"n": n}) for n in range(2500)]
     jobs[0] = NewJob(TOPIC, {"n": 0}, job_id=first_id)
-    # Refused by the SDK in the second call, by the server in the third.
+    # Refused by the SDK in one call, by the server in a later one.
     jobs[1500] = NewJob(TOPIC, {"n": 1500}, priority=5000)
     jobs[2400] = NewJob(TOPIC, {"n": "other"}, job_id=first_id)
 
@@ -68,3 +68,32 @@ def test_a_batch_too_large_for_one_call_is_split_by_bytes_and_all_stored(
     assert sql.all("SELECT id::text FROM jobs ORDER BY id") == sorted(
         (job_id,) for job_id in others
     )
+
+
+def test_calls_under_way_at_once_fail_over_and_store_every_job_once(
+    server: InProcessServer, sql: Sql
+) -> None:
+    # Nothing listens on the first address: every call started there, more
+    # than one at a time, must go again to the second.
+    dead = f"127.0.0.1:{free_port()}"
+    pulse = Pulse([dead, server.addr], timeout_seconds=30)
+    try:
+        ids = pulse.enqueue_many(NewJob(TOPIC, {"n": n}) for n in range(2200))
+    finally:
+        pulse.close()
+
+    assert len(set(ids)) == 2200
+    stored = dict(sql.all("SELECT id::text, payload FROM jobs"))
+    assert sorted(stored) == sorted(ids)
+    assert [bytes(stored[job_id]) for job_id in ids] == [
+        f'{{"n":{n}}}'.encode() for n in range(2200)
+    ]
+
+
+def test_a_batch_that_no_replica_takes_raises_unavailable() -> None:
+    pulse = Pulse(f"127.0.0.1:{free_port()}", timeout_seconds=30)
+    try:
+        with pytest.raises(Unavailable):
+            pulse.enqueue_many(NewJob(TOPIC, {"n": n}) for n in range(2200))
+    finally:
+        pulse.close()

@@ -14,6 +14,7 @@ from collections.abc import Callable, Iterator
 import pytest
 
 from pulse_client import NewJob, Pulse
+from pulse_client.errors import InvalidArgument
 from tests.fixtures.databases import Sql
 from tests.fixtures.servers import InProcessServer
 
@@ -110,3 +111,94 @@ def test_a_burst_of_short_jobs_runs_on_a_few_of_the_threads(
     # done before that one gets the interpreter, so few threads ever run
     # (two, as a rule; waking a thread per queued job used ten or more).
     assert len(threads) <= concurrency // 10, sorted(threads)
+
+
+def _held_by(sql: Sql, worker_id: str) -> int:
+    return int(
+        sql.scalar(
+            "SELECT count(*) FROM jobs WHERE status = 'running' AND worker_id = %s",
+            (worker_id,),
+        )
+    )
+
+
+@pytest.mark.parametrize("prefetch", [0, 2])
+def test_prefetch_holds_that_many_jobs_beyond_the_busy_threads(
+    server: InProcessServer, client: Pulse, sql: Sql, prefetch: int
+) -> None:
+    jobs = 6
+    release = threading.Event()
+    started: list[int] = []
+    client.enqueue_many(NewJob("threads.held", {"n": n}) for n in range(jobs))
+    worker = Pulse(
+        server.addr,
+        concurrency=1,
+        prefetch=prefetch,
+        worker_id=f"held-{prefetch}",
+        grace_seconds=5,
+    )
+
+    @worker.handler("threads.held")
+    def held(args: dict[str, int]) -> None:
+        started.append(args["n"])
+        assert release.wait(WAIT_SECONDS)
+
+    holding: list[int] = []
+
+    def settled() -> bool:
+        # The one thread is busy and the claims have had time to land.
+        if len(started) == 1 and not holding:
+            time.sleep(0.5)
+            holding.append(_held_by(sql, f"held-{prefetch}"))
+            holding.append(len(started))
+            release.set()
+        return _completed_first_time(sql, "threads.held") == jobs
+
+    _run_until(worker, settled)
+
+    # Running on the thread, plus `prefetch` waiting for it; the rest pending.
+    assert holding == [1 + prefetch, 1]
+    assert _completed_first_time(sql, "threads.held") == jobs
+    assert sorted(started) == list(range(jobs))
+
+
+def test_a_graceful_stop_runs_the_prefetched_jobs_instead_of_handing_them_back(
+    server: InProcessServer, client: Pulse, sql: Sql
+) -> None:
+    release = threading.Event()
+    started: list[int] = []
+    client.enqueue_many(NewJob("threads.stop", {"n": n}) for n in range(3))
+    worker = Pulse(
+        server.addr, concurrency=1, prefetch=2, worker_id="held-stop", grace_seconds=20
+    )
+
+    @worker.handler("threads.stop")
+    def slow(args: dict[str, int]) -> None:
+        started.append(args["n"])
+        assert release.wait(WAIT_SECONDS)
+
+    runner = threading.Thread(target=worker.run, name="test-worker", daemon=True)
+    runner.start()
+    deadline = time.monotonic() + WAIT_SECONDS
+    while _held_by(sql, "held-stop") < 3 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert _held_by(sql, "held-stop") == 3
+    worker.stop()
+    release.set()
+    runner.join(WAIT_SECONDS)
+    worker.close()
+
+    assert not runner.is_alive(), "run() did not return after stop()"
+    assert sorted(started) == [0, 1, 2]
+    assert sql.all(
+        "SELECT status, attempt, count(*) FROM jobs WHERE topic = 'threads.stop'"
+        " GROUP BY status, attempt"
+    ) == [("completed", 1, 3)]
+
+
+@pytest.mark.parametrize("prefetch", [-1, 10_001, 1.5, True])
+def test_a_prefetch_out_of_range_is_refused(
+    server: InProcessServer, prefetch: object
+) -> None:
+    with pytest.raises(InvalidArgument, match="prefetch"):
+        Pulse(server.addr, prefetch=prefetch)  # type: ignore[arg-type]
