@@ -144,7 +144,11 @@ class GroupCommit(Generic[ItemT, ResultT]):
     def _idle(self) -> None:
         with self._cond:
             self._busy = False
-            self._cond.notify_all()
+            # Only the flusher waits on a busy writer, and only for queued
+            # work: waking it for nothing would take the interpreter from
+            # the caller on its way back with a result.
+            if self._queue or self._stopping:
+                self._cond.notify_all()
 
     def _take_batch(self) -> list[_Request[ItemT, ResultT]] | None:
         with self._cond:

@@ -202,6 +202,10 @@ class Dispatcher:
             else:
                 wanted = set(topics)
                 self._idle_groups = {g for g in self._idle_groups if not g & wanted}
+                if not any(r.topics & wanted for r in self._receivers):
+                    # No stream here takes these topics: the dispatcher
+                    # would wake only to find nothing to claim for.
+                    return
             self._cond.notify_all()
 
     def set_paused(self, paused: frozenset[str]) -> None:
