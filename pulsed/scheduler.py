@@ -17,9 +17,8 @@ import time
 import uuid
 from collections.abc import Callable
 
-import uuid6
-
 from pulse_client.errors import InvalidArgument
+from pulse_client.ids import new_uuid7
 from pulsed import metrics
 from pulsed.config import Config
 from pulsed.database import Cursor, Database
@@ -161,7 +160,7 @@ def fire_next_due(cur: Cursor, now: datetime.datetime | None = None) -> Firing |
             {
                 "schedule_id": schedule_id,
                 "occurrences": [occurrence for occurrence, _ in plan.fire],
-                "job_ids": [uuid6.uuid7() for _ in plan.fire],
+                "job_ids": [new_uuid7() for _ in plan.fire],
                 "catch_ups": [catch_up for _, catch_up in plan.fire],
             },
         )

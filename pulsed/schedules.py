@@ -17,10 +17,9 @@ import logging
 import re
 from typing import Any
 
-import uuid6
-
 from pulse_client._proto.pulse.v1 import pulse_pb2 as pb
 from pulse_client.errors import InvalidArgument, ScheduleNotFound
+from pulse_client.ids import new_uuid7
 from pulse_client.limits import (
     MAX_ATTEMPTS_LIMIT,
     MAX_PAGE_SIZE,
@@ -279,7 +278,7 @@ def put_schedule(
         cur.execute(
             INSERT_SCHEDULE,
             {
-                "id": uuid6.uuid7(),
+                "id": new_uuid7(),
                 "name": declared.name,
                 **declared.job_fields(),
                 **dataclasses.asdict(rule),

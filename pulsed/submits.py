@@ -13,11 +13,11 @@ import re
 import uuid
 from typing import NamedTuple
 
-import uuid6
 from google.protobuf import timestamp_pb2
 
 from pulse_client._proto.pulse.v1 import pulse_pb2 as pb
 from pulse_client.errors import InvalidArgument, JobConflict, PulseError
+from pulse_client.ids import new_job_id
 from pulse_client.limits import (
     MAX_ATTEMPTS_LIMIT,
     MAX_DELAY_MS,
@@ -92,7 +92,7 @@ def validate(spec: pb.JobSpec, config: Config) -> NewJob:
     # Each field is read once: every read of a protobuf field builds a new
     # Python object.
     job_id = spec.id
-    job_id = canonical_job_id(job_id) if job_id else str(uuid6.uuid7())
+    job_id = canonical_job_id(job_id) if job_id else new_job_id()
     topic = validate_topic(spec.topic)
     payload = spec.payload
     if len(payload) > config.max_payload_bytes:
