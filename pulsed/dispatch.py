@@ -38,8 +38,8 @@ log = logging.getLogger(__name__)
 # settings below leave the planner only a nested loop, which would compare
 # every row with every slot.
 # RETURNING hands over what the assignment needs in the form it is sent:
-# the id as text and times as epoch microseconds, converted here in C
-# instead of into Python objects per row.
+# the id as text and times as a Timestamp's seconds and nanoseconds,
+# converted here in C instead of into Python objects per row.
 CLAIM_JOBS = """
 WITH open_topics AS MATERIALIZED (
     -- The dispatch pause: paused topics are never looked at.
@@ -73,8 +73,11 @@ FROM picked
 WHERE j.id = picked.id
 RETURNING (%(slots)s::int[])[picked.n], j.id::text, j.topic, j.payload, j.attempt,
           j.max_attempts, j.priority,
-          (extract(epoch FROM j.lease_expires_at) * 1000000)::bigint, j.timeout_ms,
-          (extract(epoch FROM j.created_at) * 1000000)::bigint,
+          floor(extract(epoch FROM j.lease_expires_at))::bigint,
+          mod(extract(microseconds FROM j.lease_expires_at)::bigint, 1000000) * 1000,
+          j.timeout_ms,
+          floor(extract(epoch FROM j.created_at))::bigint,
+          mod(extract(microseconds FROM j.created_at)::bigint, 1000000) * 1000,
           j.attempt - j.attempt_base,
           extract(epoch FROM now() - j.run_at)::float8
 """
@@ -96,6 +99,12 @@ CLAIM_SETTINGS = (
 _CLAIM_JOBS = Prepared("pulse_claim_jobs", CLAIM_JOBS, settings=CLAIM_SETTINGS)
 
 MAX_CREDITS_PER_STREAM = 10_000
+# Far below gRPC's message limit, so that a claim of many large payloads
+# never makes a message a worker cannot receive.
+MAX_ASSIGNMENT_MESSAGE_BYTES = 4 * 1024 * 1024
+# What an assignment takes beyond its id, topic and payload, at most: its
+# other fields with their tags and lengths.
+_ASSIGNMENT_OVERHEAD_BYTES = 128
 
 
 class Receiver(Protocol):
@@ -105,8 +114,8 @@ class Receiver(Protocol):
     topics: frozenset[str]
     credits: int
 
-    def deliver(self, assignments: list[pb.Assignment]) -> bool:
-        """Queue assignments for sending; False if the stream has closed."""
+    def deliver(self, messages: list[pb.ServerMessage]) -> bool:
+        """Queue messages of assignments; False if the stream has closed."""
 
     def confirm_drained(self) -> None:
         """Queue word that no assignment follows (after ``drain``)."""
@@ -327,9 +336,9 @@ class Dispatcher:
             rows = cur.fetchall()
         self.claims += 1
 
-        by_receiver: dict[int, list[pb.Assignment]] = {}
+        by_receiver: dict[int, list[tuple[Any, ...]]] = {}
         for row in rows:
-            by_receiver.setdefault(row[0], []).append(_assignment(row))
+            by_receiver.setdefault(row[0], []).append(row)
         with self._cond:
             if len(rows) < len(slots) and self._wakes == wakes_before:
                 self._idle_groups.add(group)
@@ -339,9 +348,9 @@ class Dispatcher:
                 receiver.credits = max(0, receiver.credits - len(assignments))
                 if receiver in self._capacity:  # not unregistered meanwhile
                     self._credited_at[receiver] = now
-        for index, assignments in by_receiver.items():
+        for index, claimed in by_receiver.items():
             receiver = ordered[index]
-            if not receiver.deliver(assignments):
+            if not receiver.deliver(assignment_messages(claimed)):
                 # The stream closed between claim and delivery: the jobs stay
                 # running under its worker id. If the worker reconnects it
                 # never heard of them, so their leases lapse into the retry
@@ -349,7 +358,7 @@ class Dispatcher:
                 log.warning(
                     "dispatch.undelivered worker_id=%s jobs=%d",
                     receiver.worker_id,
-                    len(assignments),
+                    len(claimed),
                 )
         # After the delivery, which the workers wait on.
         metrics.observe_dispatch_latency([row[-1] for row in rows])
@@ -359,8 +368,18 @@ class Dispatcher:
             )
 
 
-def _assignment(row: tuple[Any, ...]) -> pb.Assignment:
-    (
+def assignment_messages(rows: list[tuple[Any, ...]]) -> list[pb.ServerMessage]:
+    """Claimed rows as ServerMessages of at most about
+    ``MAX_ASSIGNMENT_MESSAGE_BYTES`` each (one job per message if larger).
+
+    Each assignment is written in place in its message: one made apart
+    would be copied in again.
+    """
+    messages: list[pb.ServerMessage] = []
+    message = pb.ServerMessage()
+    add = message.assignments.add
+    size = 0
+    for (
         _,
         job_id,
         topic,
@@ -368,23 +387,37 @@ def _assignment(row: tuple[Any, ...]) -> pb.Assignment:
         attempt,
         max_attempts,
         priority,
-        lease_expires_us,
+        lease_seconds,
+        lease_nanos,
         timeout_ms,
-        created_us,
+        created_seconds,
+        created_nanos,
         attempts_used,
         _,
-    ) = row
-    assignment = pb.Assignment(
-        job_id=job_id,
-        topic=topic,
-        payload=bytes(payload),
-        attempt=attempt,
-        max_attempts=max_attempts,
-        priority=priority,
-        timeout_ms=timeout_ms,
-        attempts_used=attempts_used,
-    )
-    # Set in place: a Timestamp made apart would be built, then copied in.
-    assignment.lease_expires_at.FromMicroseconds(lease_expires_us)
-    assignment.created_at.FromMicroseconds(created_us)
-    return assignment
+    ) in rows:
+        row_bytes = len(payload) + len(job_id) + len(topic) + _ASSIGNMENT_OVERHEAD_BYTES
+        if size and size + row_bytes > MAX_ASSIGNMENT_MESSAGE_BYTES:
+            messages.append(message)
+            message = pb.ServerMessage()
+            add = message.assignments.add
+            size = 0
+        assignment = add(
+            job_id=job_id,
+            topic=topic,
+            payload=bytes(payload),
+            attempt=attempt,
+            max_attempts=max_attempts,
+            priority=priority,
+            timeout_ms=timeout_ms,
+            attempts_used=attempts_used,
+        )
+        stamp = assignment.lease_expires_at
+        stamp.seconds = lease_seconds
+        stamp.nanos = lease_nanos
+        stamp = assignment.created_at
+        stamp.seconds = created_seconds
+        stamp.nanos = created_nanos
+        size += row_bytes
+    if size:
+        messages.append(message)
+    return messages

@@ -29,9 +29,6 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 MAX_WORKER_ID_CHARS = 200
-# Far below gRPC's message limit, so that a claim of many large payloads
-# never makes a message a worker cannot receive.
-MAX_ASSIGNMENT_MESSAGE_BYTES = 4 * 1024 * 1024
 
 _REPORTED_OUTCOMES = frozenset(
     (pb.OUTCOME_SUCCEEDED, pb.OUTCOME_FAILED, pb.OUTCOME_FAILED_PERMANENTLY)
@@ -59,20 +56,9 @@ class StreamSession:
         self._outbox.put(message)
         return True
 
-    def deliver(self, assignments: list[pb.Assignment]) -> bool:
-        """Queue assignments, in messages of at most about
-        ``MAX_ASSIGNMENT_MESSAGE_BYTES`` (one job per message if larger)."""
-        batch: list[pb.Assignment] = []
-        size = 0
-        for assignment in assignments:
-            assignment_bytes = assignment.ByteSize()
-            if batch and size + assignment_bytes > MAX_ASSIGNMENT_MESSAGE_BYTES:
-                if not self.send(pb.ServerMessage(assignments=batch)):
-                    return False
-                batch, size = [], 0
-            batch.append(assignment)
-            size += assignment_bytes
-        return self.send(pb.ServerMessage(assignments=batch)) if batch else True
+    def deliver(self, messages: list[pb.ServerMessage]) -> bool:
+        """Queue messages of assignments (``dispatch.assignment_messages``)."""
+        return all(self.send(message) for message in messages)
 
     def confirm_drained(self) -> None:
         self.send(pb.ServerMessage(drained=True))

@@ -447,3 +447,37 @@ def test_a_zombie_report_after_the_lease_lapsed_is_refused_and_the_new_attempt_s
         "worker-b",
         "B failed for real",
     )
+
+
+def test_an_assignment_carries_the_claimed_row_to_the_microsecond(
+    stub: pulse_pb2_grpc.PulseStub, open_stream: OpenStream, sql: Sql
+) -> None:
+    (job_id,) = submit_many(stub, 1, topic="exact")
+    sql.execute(
+        "UPDATE jobs SET priority = 7, timeout_ms = 90000, max_attempts = 5,"
+        " created_at = '2026-01-02 03:04:05.123456+00' WHERE id = %s",
+        (job_id,),
+    )
+    worker = open_stream(stub, "w-exact", ["exact"], 1)
+
+    (assignment,) = worker.take_assignments(1)
+
+    row = sql.one(
+        "SELECT topic, payload, attempt, max_attempts, priority, timeout_ms,"
+        " (extract(epoch FROM lease_expires_at) * 1000000)::bigint,"
+        " (extract(epoch FROM created_at) * 1000000)::bigint"
+        " FROM jobs WHERE id = %s",
+        (job_id,),
+    )
+    assert (
+        assignment.topic,
+        assignment.payload,
+        assignment.attempt,
+        assignment.max_attempts,
+        assignment.priority,
+        assignment.timeout_ms,
+        assignment.lease_expires_at.ToMicroseconds(),
+        assignment.created_at.ToMicroseconds(),
+    ) == (row[0], bytes(row[1]), 1, 5, 7, 90000, row[6], row[7])
+    assert row[7] == 1767323045123456
+    assert (assignment.job_id, assignment.attempts_used) == (job_id, 1)

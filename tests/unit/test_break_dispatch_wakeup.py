@@ -69,7 +69,7 @@ class _Receiver:
         self.topics = frozenset({"t"})
         self.credits = 0
 
-    def deliver(self, assignments: list[pb.Assignment]) -> bool:
+    def deliver(self, messages: list[pb.ServerMessage]) -> bool:
         return True
 
     def confirm_drained(self) -> None:
