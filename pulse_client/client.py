@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import collections
+import contextlib
 import datetime
 import logging
 import os
@@ -12,7 +13,12 @@ from typing import Any, TypeVar
 
 from pulse_client._proto.pulse.v1 import pulse_pb2 as pb
 from pulse_client.arguments import check_int, milliseconds, statuses, timestamp
-from pulse_client.connection import DEFAULT_TIMEOUT_SECONDS, Connection, parse_addresses
+from pulse_client.connection import (
+    DEFAULT_TIMEOUT_SECONDS,
+    Connection,
+    StartedCall,
+    parse_addresses,
+)
 from pulse_client.errors import (
     InvalidArgument,
     PulseError,
@@ -89,8 +95,9 @@ class Pulse(OperatorCalls, ScheduleCalls):
     ``prefetch`` equal to ``concurrency``). A held job is leased to this
     worker from its claim on: its attempt is counted, its lease is kept by
     the heartbeats, its ``timeout`` runs from the claim, and a graceful stop
-    still runs it within the grace period. Keep it 0 (the default) for long
-    jobs, which other workers could start sooner.
+    still runs it within the grace period (one still waiting when the grace
+    period ends goes back in line, its attempt not counted). Keep it 0 (the
+    default) for long jobs, which other workers could start sooner.
     """
 
     def __init__(
@@ -291,15 +298,31 @@ class Pulse(OperatorCalls, ScheduleCalls):
         The jobs go in SubmitJobs calls of up to 250 jobs, each committed by
         itself, two under way at once while the next is encoded: the client,
         the server and the database work side by side.
+
+        Any other exception (a failed call, or one raised by ``jobs``
+        itself) may come after some calls stored their jobs: its
+        ``job_ids`` lists the id of every job read from ``jobs`` so far, in
+        input order, and enqueueing a job again with its id (``NewJob(...,
+        job_id=...)``) never makes a second one.
         """
         ids: list[str] = []
         errors: dict[int, PulseError] = {}
         sending = _Pipeline(self._connection, errors)
         try:
-            _send_chunks(jobs, ids, errors, sending)
-        finally:
-            # Even when encoding or a call failed: no call outlives this one.
+            try:
+                _send_chunks(jobs, ids, errors, sending)
+            except BaseException:
+                # No call outlives this one, and the first exception is the
+                # one raised (an iterable's own, say, not a call's after it).
+                sending.settle()
+                raise
             sending.finish()
+        except BaseException as exc:
+            # Earlier calls may have stored their jobs: the ids read so far
+            # let the caller send them again without making a second job.
+            with contextlib.suppress(AttributeError):
+                exc.job_ids = list(ids)  # type: ignore[attr-defined]
+            raise
         if errors:
             first = min(errors)
             raise SubmitRefused(
@@ -495,7 +518,7 @@ class _Pipeline:
         self._connection = connection
         self._errors = errors
         self._in_flight: collections.deque[
-            tuple[_Chunk, Callable[[], pb.SubmitJobsResponse]]
+            tuple[_Chunk, StartedCall[pb.SubmitJobsResponse]]
         ] = collections.deque()
         self._failure: BaseException | None = None
 
@@ -507,27 +530,43 @@ class _Pipeline:
             raise self._failure
         connection = self._connection
         request = chunk.request
-        wait = connection.start(
+        call = connection.start(
             lambda stub: stub.SubmitJobs.future(request, **connection.kwargs()),
             lambda stub: stub.SubmitJobs(request, **connection.kwargs()),
         )
-        self._in_flight.append((chunk, wait))
+        self._in_flight.append((chunk, call))
 
     def finish(self) -> None:
-        """Wait for every call; raises the first call's failure."""
-        while self._in_flight:
-            self._collect()
+        """Wait for every call; raises the first failure."""
+        self.settle()
         if self._failure is not None:
             raise self._failure
 
+    def settle(self) -> None:
+        """Wait for every call (or end it, if the wait is interrupted)."""
+        while self._in_flight:
+            self._collect()
+
     def _collect(self) -> None:
-        chunk, wait = self._in_flight.popleft()
+        chunk, call = self._in_flight[0]
         try:
-            response = wait()
-        except BaseException as exc:
+            response = call.result()
+        except PulseError as exc:
+            # The call itself failed.
+            self._in_flight.popleft()
             if self._failure is None:
                 self._failure = exc
             return
+        except BaseException as exc:
+            # The wait was interrupted (a signal handler's exception, as
+            # Ctrl-C's): the calls are left under way, so end them; the
+            # next waits return at once, and none outlives enqueue_many.
+            if self._failure is None:
+                self._failure = exc
+            for _, started in self._in_flight:
+                started.cancel()
+            return
+        self._in_flight.popleft()
         for index, result in zip(chunk.indexes, response.results, strict=True):
             if result.HasField("error"):
                 self._errors[index] = error_class(result.error.code)(

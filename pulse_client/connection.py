@@ -14,7 +14,7 @@ import base64
 import threading
 import time
 from collections.abc import Callable, Sequence
-from typing import Any, TypeVar
+from typing import Any, Generic, TypeVar
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
@@ -23,6 +23,7 @@ from pulse_client._proto.pulse.v1 import pulse_pb2_grpc
 from pulse_client.errors import (
     ClientClosed,
     InvalidArgument,
+    PulseError,
     Unavailable,
     from_rpc_error,
 )
@@ -148,7 +149,7 @@ class Connection:
                 if exc.code() == grpc.StatusCode.DEADLINE_EXCEEDED:
                     self.rotate(away_from=address)
                 if exc.code() != grpc.StatusCode.UNAVAILABLE:
-                    raise from_rpc_error(exc) from None
+                    raise self.error(exc) from None
                 tried.append(address)
                 last = exc
                 self.rotate(away_from=address)
@@ -162,26 +163,20 @@ class Connection:
         self,
         invoke: Callable[[pulse_pb2_grpc.PulseStub], grpc.Future[_T]],
         retry: Callable[[pulse_pb2_grpc.PulseStub], _T],
-    ) -> Callable[[], _T]:
-        """Start a unary call without waiting for it; the returned function
-        waits and gives its answer. ``invoke`` starts the call on a stub
-        (``stub.Method.future(...)``); if the replica turns out to be
-        unavailable, ``retry`` repeats it through ``call``, failing over."""
+    ) -> StartedCall[_T]:
+        """Start a unary call without waiting for it; the returned call's
+        ``result()`` waits and gives its answer. ``invoke`` starts the call
+        on a stub (``stub.Method.future(...)``); if the replica turns out to
+        be unavailable, ``retry`` repeats it through ``call``, failing over."""
         address, stub = self.stub()
-        future = invoke(stub)
+        return StartedCall(self, address, invoke(stub), retry)
 
-        def wait() -> _T:
-            try:
-                return future.result()
-            except grpc.RpcError as exc:
-                if exc.code() == grpc.StatusCode.DEADLINE_EXCEEDED:
-                    self.rotate(away_from=address)
-                if exc.code() != grpc.StatusCode.UNAVAILABLE:
-                    raise from_rpc_error(exc) from None
-                self.rotate(away_from=address)
-            return self.call(retry)
-
-        return wait
+    def error(self, exc: grpc.RpcError) -> PulseError:
+        """The pulse error of a failed call: ``ClientClosed`` for a call
+        that ``close()`` cancelled."""
+        if self._closed and exc.code() == grpc.StatusCode.CANCELLED:
+            return ClientClosed("the Pulse client is closed")
+        return from_rpc_error(exc)
 
     def kwargs(self, timeout_seconds: float | None = None) -> dict[str, Any]:
         return {
@@ -232,3 +227,40 @@ def wait_until_serving(
                 return True
             time.sleep(poll_seconds)
     return False
+
+
+class StartedCall(Generic[_T]):
+    """A unary call under way, from ``Connection.start``."""
+
+    def __init__(
+        self,
+        connection: Connection,
+        address: str,
+        future: grpc.Future[_T],
+        retry: Callable[[pulse_pb2_grpc.PulseStub], _T],
+    ) -> None:
+        self._connection = connection
+        self._address = address
+        self._future = future
+        self._retry = retry
+
+    def result(self) -> _T:
+        """The answer; a PulseError if the call failed (after failing over
+        when the replica was unavailable)."""
+        connection = self._connection
+        try:
+            return self._future.result()
+        except grpc.RpcError as exc:
+            if exc.code() == grpc.StatusCode.DEADLINE_EXCEEDED:
+                connection.rotate(away_from=self._address)
+            if exc.code() != grpc.StatusCode.UNAVAILABLE:
+                raise connection.error(exc) from None
+            connection.rotate(away_from=self._address)
+        except grpc.FutureCancelledError:
+            raise PulseError("the call was cancelled") from None
+        return connection.call(self._retry)
+
+    def cancel(self) -> None:
+        """End the call now if it is still under way; ``result()`` then
+        raises at once."""
+        self._future.cancel()

@@ -19,6 +19,8 @@ class PulseError(Exception):
     status = grpc.StatusCode.INTERNAL
     # Set by Pulse.enqueue: the id of the job the failed call submitted.
     job_id: str | None = None
+    # Set by Pulse.enqueue_many: the ids of the jobs read before it failed.
+    job_ids: list[str] | None = None
 
 
 class InvalidArgument(PulseError):

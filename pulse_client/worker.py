@@ -171,6 +171,9 @@ class Runtime:
         self._hurry = threading.Event()
         self._lease_seconds = 30.0
         self._lease_known = threading.Event()
+        # The server takes OUTCOME_RETURNED for jobs this worker never
+        # started (older servers refuse it).
+        self._accepts_returned = False
         self._started = False
 
     # -- public --------------------------------------------------------------
@@ -332,6 +335,7 @@ class Runtime:
             for message in self._call:
                 if message.lease_ms:
                     self._lease_seconds = message.lease_ms / 1000
+                    self._accepts_returned = message.accepts_returned
                     self._lease_known.set()
                     log.info(
                         "worker.connected worker_id=%s addr=%s",
@@ -436,7 +440,10 @@ class Runtime:
                 woken = True
                 continue
             key, assignment, context = job
-            done = (key, self._execute(assignment, context))
+            done = (
+                key,
+                _not_started(context) or self._execute(assignment, context),
+            )
 
     def _execute(self, assignment: pb.Assignment, context: JobContext) -> _Result:
         handler = self._handlers.get(context.topic)
@@ -524,22 +531,46 @@ class Runtime:
 
         Each abandoned attempt is reported failed with an immediate retry, so
         another worker picks it up now instead of after its lease lapses; the
-        handler thread is left to finish (its late report is dropped).
+        handler thread is left to finish (its late report is dropped). A job
+        still waiting for a thread never started: it is returned, back in
+        line with its attempt not counted (a server too old for that takes
+        it as failed, like the others).
         """
         with self._lock:
             abandoned = list(self._running.items())
             self._running.clear()
+            # Prefetched jobs no thread took yet: say so, not that they ran.
+            waiting = {job[0] for job in self._queued}
+            hurried = self._hurry.is_set()
             results = []
             for key, context in abandoned:
                 context._mark_lease_lost()
+                if key in waiting:
+                    error = "worker stopped before the job started: " + (
+                        "handed back at once on a second stop signal"
+                        if hurried
+                        else f"the {self._grace_seconds:g}s grace period ended"
+                    )
+                elif hurried:
+                    error = (
+                        "worker stopped: the handler was handed back at once "
+                        "on a second stop signal"
+                    )
+                else:
+                    error = (
+                        "worker stopped: the handler did not finish within "
+                        f"the {self._grace_seconds:g}s grace period"
+                    )
                 result = {
                     "job_id": key[0],
                     "attempt": key[1],
                     "outcome": pb.OUTCOME_FAILED,
-                    "error": "worker stopped: the handler did not finish within "
-                    f"the {self._grace_seconds:g}s grace period",
+                    "error": error,
                     "retry_delay_ms": 1,
                 }
+                if key in waiting and self._accepts_returned:
+                    result["outcome"] = pb.OUTCOME_RETURNED
+                    result["retry_delay_ms"] = 0
                 self._unacked[key] = result
                 results.append(result)
             if results and self._outbox is not None:
@@ -602,6 +633,42 @@ class Runtime:
                 signal.signal(signum, handler)
 
         return restore
+
+
+def _not_started(context: JobContext) -> _Result | None:
+    """The result of a job that must not start, or None.
+
+    A job waits in the queue (prefetched, or for a thread) after its claim,
+    and may be canceled, lose its lease or reach its timeout meanwhile.
+    Started anyway, it would run for nothing: the server has canceled it,
+    handed it to another attempt, or timed it out and retried it.
+    """
+    if context.lease_lost:
+        reason = "its lease was lost"
+    elif context.canceled:
+        # Reported: the server ends the attempt canceled at once.
+        reason = "it was canceled"
+    elif context.deadline_passed and context.timeout is not None:
+        reason = f"its {context.timeout.total_seconds():g}s timeout passed"
+        # Its lease ended with the timeout: the server times the attempt
+        # out by itself, so no report (see _finish) is needed.
+        context._mark_lease_lost()
+    else:
+        return None
+    log.info(
+        "job.not_started job_id=%s topic=%s attempt=%d reason=%s",
+        context.job_id,
+        context.topic,
+        context.attempt,
+        reason.replace(" ", "_"),
+    )
+    return {
+        "job_id": context.job_id,
+        "attempt": context.attempt,
+        "outcome": pb.OUTCOME_FAILED,
+        "error": f"not started: {reason} while it waited in the worker's queue",
+        "retry_delay_ms": 0,
+    }
 
 
 def _failure(

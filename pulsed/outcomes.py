@@ -37,6 +37,7 @@ _FAILURES: dict[int, str | None] = {
     pb.OUTCOME_SUCCEEDED: None,
     pb.OUTCOME_FAILED: "failed",
     pb.OUTCOME_FAILED_PERMANENTLY: "failed_permanently",
+    pb.OUTCOME_RETURNED: "returned",
 }
 
 # Attempt n of the current budget waited base × n² seconds, plus up to 10%
@@ -49,11 +50,13 @@ _BACKOFF_SECONDS = """
 """
 
 # The status an attempt ends in, given how it ended (the column "failure":
-# NULL for success, 'failed' or 'failed_permanently').
+# NULL for success, 'failed', 'failed_permanently', or 'returned' for a job
+# its worker never started, which goes back in line).
 _NEXT_STATUS = """
     CASE
         WHEN e.failure IS NULL THEN 'completed'
         WHEN j.cancel_requested_at IS NOT NULL THEN 'canceled'
+        WHEN e.failure = 'returned' THEN 'pending'
         WHEN e.failure = 'failed_permanently'
              OR j.attempt - j.attempt_base >= j.max_attempts THEN 'dead_lettered'
         ELSE 'retrying'
@@ -74,7 +77,7 @@ UPDATE jobs AS j SET
     + """,
     finished_at = CASE WHEN """
     + _NEXT_STATUS
-    + """ = 'retrying' THEN NULL ELSE now() END,
+    + """ IN ('retrying', 'pending') THEN NULL ELSE now() END,
     run_at = CASE WHEN """
     + _NEXT_STATUS
     + """ <> 'retrying' THEN j.run_at
@@ -84,19 +87,24 @@ UPDATE jobs AS j SET
     + _BACKOFF_SECONDS
     + """ * interval '1 second' END,
     last_error = coalesce(e.error, j.last_error),
+    -- A returned attempt never ran: it leaves the budget untouched.
+    attempt_base = CASE WHEN e.failure = 'returned' THEN j.attempt_base + 1
+                        ELSE j.attempt_base END,
     lease_expires_at = NULL
 FROM e
 WHERE j.id = e.id AND j.attempt = e.attempt AND j.status = e.held"""
 )
 
 # Worker reports: one statement for a whole batch, from any number of
-# streams. A duplicate (id, attempt) in a batch is applied once. Ids come
-# as text (pulsed.stream checked their form) and go back as text: Postgres
-# converts them faster than a Python adapter per id.
+# streams. A duplicate (id, attempt) in a batch is applied once; reports of
+# two attempts of one job (a stale one beside the current one, from a
+# worker that got the job back) are both kept, and the fence picks the
+# current one. Ids come as text (pulsed.stream checked their form) and go
+# back as text: Postgres converts them faster than a Python adapter per id.
 APPLY_RESULTS = (
     """
 WITH e AS MATERIALIZED (
-    SELECT DISTINCT ON (id) *, 'running'::text AS held
+    SELECT DISTINCT ON (id, attempt) *, 'running'::text AS held
     FROM unnest(%(ids)s::text[]::uuid[], %(attempts)s::int[], %(worker_ids)s::text[],
                 %(failures)s::text[], %(errors)s::text[], %(delays_ms)s::bigint[])
          AS r(id, attempt, worker_id, failure, error, retry_delay_ms)
@@ -179,6 +187,7 @@ class Report(NamedTuple):
 class Ack(NamedTuple):
     accepted: bool
     status: str
+    topic: str = ""
 
 
 class Beat(NamedTuple):
@@ -230,13 +239,13 @@ def apply_results(cur: Cursor, reports: list[Report], config: Config) -> list[Ac
     )
     rows = cur.fetchall()
     metrics.count_ended((topic, status) for _, _, status, topic in rows)
-    applied = {(row[0], row[1]): row[2] for row in rows}
+    applied = {(row[0], row[1]): (row[2], row[3]) for row in rows}
     # A duplicate (id, attempt) was applied once: only its first report is.
     take = applied.pop
     acks = []
     for key in zip(ids, attempts, strict=True):
-        status = take(key, None)
-        acks.append(Ack(status is not None, status or ""))
+        status, topic = take(key, ("", ""))
+        acks.append(Ack(bool(status), status, topic))
     return acks
 
 

@@ -188,7 +188,14 @@ class PulseService(pulse_pb2_grpc.PulseServicer):
     # Results and heartbeats are one statement each: no BEGIN/COMMIT trips.
     def _apply_results(self, reports: list[outcomes.Report]) -> list[outcomes.Ack]:
         with self.db.autocommit() as cur:
-            return outcomes.apply_results(cur, reports, self.config)
+            acks = outcomes.apply_results(cur, reports, self.config)
+        # Jobs a worker returned unstarted are pending again: wake whoever
+        # takes them, here and on other replicas.
+        returned = {ack.topic for ack in acks if ack.status == "pending"}
+        if returned:
+            self.dispatcher.wake(returned)
+            self.notifier.announce(returned, due=False)
+        return acks
 
     def _extend_leases(self, beats: list[outcomes.Beat]) -> list[outcomes.BeatReply]:
         with self.db.autocommit() as cur:
@@ -297,7 +304,9 @@ class PulseService(pulse_pb2_grpc.PulseServicer):
                 ",".join(sorted(session.topics)),
                 first.hello.credits,
             )
-            yield pb.ServerMessage(lease_ms=int(self.config.lease_seconds * 1000))
+            yield pb.ServerMessage(
+                lease_ms=int(self.config.lease_seconds * 1000), accepts_returned=True
+            )
             yield from session.outgoing()
             if session.error is not None:
                 abort_with(context, session.error)

@@ -31,7 +31,12 @@ log = logging.getLogger(__name__)
 MAX_WORKER_ID_CHARS = 200
 
 _REPORTED_OUTCOMES = frozenset(
-    (pb.OUTCOME_SUCCEEDED, pb.OUTCOME_FAILED, pb.OUTCOME_FAILED_PERMANENTLY)
+    (
+        pb.OUTCOME_SUCCEEDED,
+        pb.OUTCOME_FAILED,
+        pb.OUTCOME_FAILED_PERMANENTLY,
+        pb.OUTCOME_RETURNED,
+    )
 )
 
 
@@ -195,7 +200,7 @@ def _on_results(
     # Built in place: a ResultAck made apart would be copied in.
     add = message.acks.add
     retried = False
-    for report, (accepted, status) in zip(reports, acks, strict=True):
+    for report, (accepted, status, _) in zip(reports, acks, strict=True):
         if accepted:
             add(
                 job_id=report.job_id,

@@ -74,7 +74,7 @@ def test_a_result_waiting_on_a_heartbeats_row_lock_is_applied_after_it(
         outcomes.Report(str(job_id), 1, "w", pb.OUTCOME_SUCCEEDED, "", 0),
     )
 
-    assert acks == [outcomes.Ack(accepted=True, status="completed")]
+    assert acks == [outcomes.Ack(accepted=True, status="completed", topic="t")]
     assert sql.all("SELECT status, attempt FROM jobs WHERE id = %s", (job_id,)) == [
         ("completed", 1)
     ]
@@ -97,7 +97,7 @@ def test_a_failure_waiting_on_a_cancel_requests_row_lock_ends_canceled(
         outcomes.Report(str(job_id), 1, "w", pb.OUTCOME_FAILED, "boom", 0),
     )
 
-    assert acks == [outcomes.Ack(accepted=True, status="canceled")]
+    assert acks == [outcomes.Ack(accepted=True, status="canceled", topic="t")]
     assert sql.all(
         "SELECT status, attempt, last_error FROM jobs WHERE id = %s", (job_id,)
     ) == [("canceled", 1, "boom")]

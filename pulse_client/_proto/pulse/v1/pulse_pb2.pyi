@@ -111,6 +111,11 @@ class _OutcomeEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_Outcome.Value
     """Failed; retried after backoff (or retry_delay_ms) while attempts remain."""
     OUTCOME_FAILED_PERMANENTLY: _Outcome.ValueType  # 3
     """Failed and must not be retried: dead-lettered at once."""
+    OUTCOME_RETURNED: _Outcome.ValueType  # 4
+    """Never started (a job held in the worker's queue when it stopped): back
+    to pending, in its old place, the attempt not counted against
+    max_attempts. Send it only to a server that says accepts_returned.
+    """
 
 class Outcome(_Outcome, metaclass=_OutcomeEnumTypeWrapper): ...
 
@@ -120,6 +125,11 @@ OUTCOME_FAILED: Outcome.ValueType  # 2
 """Failed; retried after backoff (or retry_delay_ms) while attempts remain."""
 OUTCOME_FAILED_PERMANENTLY: Outcome.ValueType  # 3
 """Failed and must not be retried: dead-lettered at once."""
+OUTCOME_RETURNED: Outcome.ValueType  # 4
+"""Never started (a job held in the worker's queue when it stopped): back
+to pending, in its old place, the attempt not counted against
+max_attempts. Send it only to a server that says accepts_returned.
+"""
 Global___Outcome: _TypeAlias = Outcome  # noqa: Y015
 
 class _LossReason:
@@ -1945,6 +1955,7 @@ class ServerMessage(_message.Message):
     LOST_FIELD_NUMBER: _builtins.int
     LEASE_MS_FIELD_NUMBER: _builtins.int
     DRAINED_FIELD_NUMBER: _builtins.int
+    ACCEPTS_RETURNED_FIELD_NUMBER: _builtins.int
     lease_ms: _builtins.int
     """The server's lease length, sent once after hello."""
     drained: _builtins.bool
@@ -1952,6 +1963,10 @@ class ServerMessage(_message.Message):
     on this stream. Assignments of a claim that was already under way when
     draining arrived come before it, so a worker that waits for this before
     closing its stream never leaves a job it was given unread.
+    """
+    accepts_returned: _builtins.bool
+    """Sent with lease_ms: this server takes OUTCOME_RETURNED (older servers
+    refuse an outcome they do not know).
     """
     @_builtins.property
     def assignments(self) -> _containers.RepeatedCompositeFieldContainer[Global___Assignment]: ...
@@ -1967,10 +1982,11 @@ class ServerMessage(_message.Message):
         lost: _abc.Iterable[Global___LostJob] | None = ...,
         lease_ms: _builtins.int = ...,
         drained: _builtins.bool = ...,
+        accepts_returned: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["acks", b"acks", "assignments", b"assignments", "drained", b"drained", "lease_ms", b"lease_ms", "lost", b"lost"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["accepts_returned", b"accepts_returned", "acks", b"acks", "assignments", b"assignments", "drained", b"drained", "lease_ms", b"lease_ms", "lost", b"lost"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
