@@ -96,7 +96,9 @@ WHERE j.id = e.id AND j.attempt = e.attempt AND j.status = e.held"""
 )
 
 # Worker reports: one statement for a whole batch, from any number of
-# streams. A duplicate (id, attempt) in a batch is applied once; reports of
+# streams. A duplicate (id, attempt) in a batch is applied once, the first
+# sent (DISTINCT ON keeps whichever its sort puts first, and the sort is not
+# stable: without the ordinal it often kept a later one); reports of
 # two attempts of one job (a stale one beside the current one, from a
 # worker that got the job back) are both kept, and the fence picks the
 # current one. Ids come as text (pulsed.stream checked their form) and go
@@ -107,7 +109,8 @@ WITH e AS MATERIALIZED (
     SELECT DISTINCT ON (id, attempt) *, 'running'::text AS held
     FROM unnest(%(ids)s::text[]::uuid[], %(attempts)s::int[], %(worker_ids)s::text[],
                 %(failures)s::text[], %(errors)s::text[], %(delays_ms)s::bigint[])
-         AS r(id, attempt, worker_id, failure, error, retry_delay_ms)
+         WITH ORDINALITY AS r(id, attempt, worker_id, failure, error, retry_delay_ms, n)
+    ORDER BY id, attempt, n
 )"""
     + _END_ATTEMPT
     + """

@@ -47,6 +47,9 @@ class StreamSession:
         self.worker_id = worker_id
         self.topics = topics
         self.credits = 0
+        # The worker said draining: it is stopping, and only now may it
+        # return jobs it never started (OUTCOME_RETURNED).
+        self.draining = False
         self.error: PulseError | None = None
         self._outbox: queue.SimpleQueue[pb.ServerMessage | None] = queue.SimpleQueue()
         self._closed = threading.Event()
@@ -141,11 +144,28 @@ def _handle(
 ) -> None:
     if message.HasField("hello") and not opening:
         raise InvalidArgument("hello may only be sent once, as the first message")
+    if message.draining:
+        # Before the results: a stream opened while stopping says draining
+        # in the same message as the results it sends again.
+        session.draining = True
     if message.results:
-        reports = [_report(session, result) for result in message.results]
-        service.results_writer.submit(
-            reports, lambda acks: _on_results(service, session, reports, acks)
-        )
+        reports: list[outcomes.Report] = []
+        refused: list[outcomes.Report] = []
+        for result in message.results:
+            report = _report(session, result)
+            if report.outcome == pb.OUTCOME_RETURNED and not session.draining:
+                # A job is returned unstarted only by a worker that stops.
+                # A live worker could otherwise run a job and give its
+                # attempt back forever, out of reach of max_attempts.
+                refused.append(report)
+            else:
+                reports.append(report)
+        if refused:
+            _refuse(session, refused, "returned_while_not_draining")
+        if reports:
+            service.results_writer.submit(
+                reports, lambda acks: _on_results(service, session, reports, acks)
+            )
     if message.draining:
         service.dispatcher.drain(session)
     elif message.credits:
@@ -184,6 +204,22 @@ def _report(session: StreamSession, result: pb.JobResult) -> outcomes.Report:
     return outcomes.Report(
         job_id, result.attempt, session.worker_id, outcome, result.error, retry_delay_ms
     )
+
+
+def _refuse(
+    session: StreamSession, reports: list[outcomes.Report], reason: str
+) -> None:
+    message = pb.ServerMessage()
+    for report in reports:
+        message.acks.add(job_id=report.job_id, attempt=report.attempt)
+        log.info(
+            "job.result_refused job_id=%s attempt=%d worker_id=%s reason=%s",
+            report.job_id,
+            report.attempt,
+            report.worker_id,
+            reason,
+        )
+    session.send(message)
 
 
 def _on_results(

@@ -114,7 +114,9 @@ class _OutcomeEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_Outcome.Value
     OUTCOME_RETURNED: _Outcome.ValueType  # 4
     """Never started (a job held in the worker's queue when it stopped): back
     to pending, in its old place, the attempt not counted against
-    max_attempts. Send it only to a server that says accepts_returned.
+    max_attempts. Send it only to a server that says accepts_returned, and
+    only once the stream has said draining (in this message or before):
+    from a stream that is not draining it is refused.
     """
 
 class Outcome(_Outcome, metaclass=_OutcomeEnumTypeWrapper): ...
@@ -128,7 +130,9 @@ OUTCOME_FAILED_PERMANENTLY: Outcome.ValueType  # 3
 OUTCOME_RETURNED: Outcome.ValueType  # 4
 """Never started (a job held in the worker's queue when it stopped): back
 to pending, in its old place, the attempt not counted against
-max_attempts. Send it only to a server that says accepts_returned.
+max_attempts. Send it only to a server that says accepts_returned, and
+only once the stream has said draining (in this message or before):
+from a stream that is not draining it is refused.
 """
 Global___Outcome: _TypeAlias = Outcome  # noqa: Y015
 
