@@ -28,6 +28,7 @@ from pulse_client.handlers import Handler, encode_payload, make_handler
 from pulse_client.ids import new_job_id
 from pulse_client.limits import (
     MAX_ATTEMPTS_LIMIT,
+    MAX_CREDITS_PER_STREAM,
     MAX_DELAY_MS,
     MAX_PAGE_SIZE,
     MAX_PREFETCH,
@@ -124,6 +125,7 @@ class Pulse(OperatorCalls, ScheduleCalls):
         if concurrency < 1:
             raise InvalidArgument(f"concurrency must be at least 1, got {concurrency}")
         check_int("prefetch", prefetch, 0, MAX_PREFETCH)
+        _check_credits(concurrency, prefetch)
         self._connection = Connection(
             parse_addresses(addr),
             user=user,
@@ -211,6 +213,8 @@ class Pulse(OperatorCalls, ScheduleCalls):
         with self._run_lock:
             if self._runtime is not None and not self._runtime.wait_stopped(0):
                 raise RuntimeError("Pulse.run() is already running on this client")
+            # Also here: pulse-worker sets both after the client was made.
+            _check_credits(self.concurrency, self.prefetch)
             if self._stop_requested:
                 self._stop_requested = False
                 return
@@ -305,6 +309,8 @@ class Pulse(OperatorCalls, ScheduleCalls):
         input order, and enqueueing a job again with its id (``NewJob(...,
         job_id=...)``) never makes a second one.
         """
+        # Even for no jobs, which make no call: a closed client says so.
+        self._connection.check_open()
         ids: list[str] = []
         errors: dict[int, PulseError] = {}
         sending = _Pipeline(self._connection, errors)
@@ -420,6 +426,16 @@ class Pulse(OperatorCalls, ScheduleCalls):
             lambda stub: stub.Stats(pb.StatsRequest(), **self._connection.kwargs())
         )
         return Stats.from_proto(response)
+
+
+def _check_credits(concurrency: int, prefetch: int) -> None:
+    """A stream holds at most MAX_CREDITS_PER_STREAM jobs; the server would
+    silently hand out no more."""
+    if concurrency + prefetch > MAX_CREDITS_PER_STREAM:
+        raise InvalidArgument(
+            f"concurrency + prefetch must be at most {MAX_CREDITS_PER_STREAM} "
+            f"(jobs one worker stream holds), got {concurrency} + {prefetch}"
+        )
 
 
 def _spec(

@@ -112,6 +112,11 @@ class Connection:
     def metadata(self) -> tuple[tuple[str, str], ...]:
         return self._metadata
 
+    def check_open(self) -> None:
+        """Raise ClientClosed once ``close()`` has run."""
+        if self._closed:
+            raise ClientClosed("the Pulse client is closed")
+
     def stub(self, index: int | None = None) -> tuple[str, pulse_pb2_grpc.PulseStub]:
         """The stub of the current (or the given) replica and its address."""
         with self._lock:

@@ -18,6 +18,8 @@ MAX_RETRY_DELAY_MS = 30 * 24 * 3600 * 1000
 MAX_PAGE_SIZE = 1000
 # Jobs a worker may hold beyond its handler threads (Pulse's prefetch).
 MAX_PREFETCH = 10_000
+# Jobs one worker stream holds at once (its credits): concurrency + prefetch.
+MAX_CREDITS_PER_STREAM = 10_000
 # Topics one worker stream serves (each topic is one index probe per claim).
 MAX_TOPICS_PER_WORKER = 1000
 

@@ -218,10 +218,11 @@ class Runtime:
             thread.start()
         restore = self._install_signal_handlers()
         log.info(
-            "worker.started worker_id=%s topics=%s concurrency=%d",
+            "worker.started worker_id=%s topics=%s concurrency=%d prefetch=%d",
             self.worker_id,
             ",".join(sorted(self._handlers)),
             self._concurrency,
+            self._prefetch,
         )
         try:
             self._stream_until_drained()

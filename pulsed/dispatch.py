@@ -22,6 +22,7 @@ from typing import Any, Protocol
 
 from pulse_client._proto.pulse.v1 import pulse_pb2 as pb
 from pulse_client.errors import PulseError
+from pulse_client.limits import MAX_CREDITS_PER_STREAM
 from pulsed import metrics
 from pulsed.config import Config
 from pulsed.database import INDEX_ONLY_PLANS as _INDEX_ONLY_PLANS
@@ -98,7 +99,6 @@ CLAIM_SETTINGS = (
 )
 _CLAIM_JOBS = Prepared("pulse_claim_jobs", CLAIM_JOBS, settings=CLAIM_SETTINGS)
 
-MAX_CREDITS_PER_STREAM = 10_000
 # Far below gRPC's message limit, so that a claim of many large payloads
 # never makes a message a worker cannot receive.
 MAX_ASSIGNMENT_MESSAGE_BYTES = 4 * 1024 * 1024

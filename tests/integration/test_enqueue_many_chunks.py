@@ -10,7 +10,7 @@ import pytest
 
 from pulse_client import NewJob, Pulse
 from pulse_client.client import SubmitRefused
-from pulse_client.errors import InvalidArgument, JobConflict, Unavailable
+from pulse_client.errors import ClientClosed, InvalidArgument, JobConflict, Unavailable
 from tests.fixtures.databases import Sql
 from tests.fixtures.servers import InProcessServer, free_port
 
@@ -97,3 +97,13 @@ def test_a_batch_that_no_replica_takes_raises_unavailable() -> None:
             pulse.enqueue_many(NewJob(TOPIC, {"n": n}) for n in range(2200))
     finally:
         pulse.close()
+
+
+def test_an_empty_batch_on_a_closed_client_raises_client_closed(
+    server: InProcessServer,
+) -> None:
+    pulse = Pulse(server.addr)
+    pulse.close()
+
+    with pytest.raises(ClientClosed):
+        pulse.enqueue_many([])

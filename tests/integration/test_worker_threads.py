@@ -202,3 +202,20 @@ def test_a_prefetch_out_of_range_is_refused(
 ) -> None:
     with pytest.raises(InvalidArgument, match="prefetch"):
         Pulse(server.addr, prefetch=prefetch)  # type: ignore[arg-type]
+
+
+def test_concurrency_and_prefetch_beyond_what_a_stream_holds_are_refused(
+    server: InProcessServer,
+) -> None:
+    with pytest.raises(InvalidArgument, match=r"at most 10000.*got 100 \+ 9950"):
+        Pulse(server.addr, concurrency=100, prefetch=9950)
+    # pulse-worker sets both on a made client: run() checks them again.
+    worker = Pulse(server.addr, concurrency=8, prefetch=10)
+    worker.register("threads.cap", lambda args: None)
+    worker.prefetch = 10_000
+    worker.stop()  # so that run() returns at once if it does not refuse
+    try:
+        with pytest.raises(InvalidArgument, match=r"got 8 \+ 10000"):
+            worker.run()
+    finally:
+        worker.close()
