@@ -544,12 +544,7 @@ class _Pipeline:
         if self._failure is not None:
             # A call failed: send nothing more, and say so now.
             raise self._failure
-        connection = self._connection
-        request = chunk.request
-        call = connection.start(
-            lambda stub: stub.SubmitJobs.future(request, **connection.kwargs()),
-            lambda stub: stub.SubmitJobs(request, **connection.kwargs()),
-        )
+        call = self._connection.start(lambda stub: stub.SubmitJobs, chunk.request)
         self._in_flight.append((chunk, call))
 
     def finish(self) -> None:

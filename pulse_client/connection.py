@@ -54,6 +54,7 @@ CHANNEL_OPTIONS = [
 ]
 
 _T = TypeVar("_T")
+_Req = TypeVar("_Req")
 
 
 def parse_addresses(addr: str | Sequence[str] | None) -> list[str]:
@@ -151,13 +152,9 @@ class Connection:
             try:
                 return invoke(stub)
             except grpc.RpcError as exc:
-                if exc.code() == grpc.StatusCode.DEADLINE_EXCEEDED:
-                    self.rotate(away_from=address)
-                if exc.code() != grpc.StatusCode.UNAVAILABLE:
-                    raise self.error(exc) from None
+                self._fail_over(exc, address)
                 tried.append(address)
                 last = exc
-                self.rotate(away_from=address)
         assert last is not None
         details = last.details() if isinstance(last, grpc.Call) else str(last)
         raise Unavailable(
@@ -166,15 +163,34 @@ class Connection:
 
     def start(
         self,
-        invoke: Callable[[pulse_pb2_grpc.PulseStub], grpc.Future[_T]],
-        retry: Callable[[pulse_pb2_grpc.PulseStub], _T],
+        method: Callable[
+            [pulse_pb2_grpc.PulseStub], grpc.UnaryUnaryMultiCallable[_Req, _T]
+        ],
+        request: _Req,
     ) -> StartedCall[_T]:
-        """Start a unary call without waiting for it; the returned call's
-        ``result()`` waits and gives its answer. ``invoke`` starts the call
-        on a stub (``stub.Method.future(...)``); if the replica turns out to
-        be unavailable, ``retry`` repeats it through ``call``, failing over."""
+        """Start the unary call ``method`` (``lambda stub: stub.Method``)
+        without waiting for it; the returned call's ``result()`` waits and
+        gives its answer. If the replica turns out to be unavailable, the
+        call is made again through ``call``, failing over."""
         address, stub = self.stub()
-        return StartedCall(self, address, invoke(stub), retry)
+        future = method(stub).future(request, **self.kwargs())
+        return StartedCall(
+            self,
+            address,
+            future,
+            lambda other: method(other)(request, **self.kwargs()),
+        )
+
+    def _fail_over(self, exc: grpc.RpcError, address: str) -> None:
+        """Prefer another replica after ``exc`` from ``address``; raise the
+        error unless the replica was unavailable (the call may go again)."""
+        if exc.code() == grpc.StatusCode.DEADLINE_EXCEEDED:
+            # Not repeated (its time is spent), but the next call goes
+            # elsewhere: a hung replica only stops answering.
+            self.rotate(away_from=address)
+        if exc.code() != grpc.StatusCode.UNAVAILABLE:
+            raise self.error(exc) from None
+        self.rotate(away_from=address)
 
     def error(self, exc: grpc.RpcError) -> PulseError:
         """The pulse error of a failed call: ``ClientClosed`` for a call
@@ -252,18 +268,17 @@ class StartedCall(Generic[_T]):
     def result(self) -> _T:
         """The answer; a PulseError if the call failed (after failing over
         when the replica was unavailable)."""
-        connection = self._connection
         try:
             return self._future.result()
         except grpc.RpcError as exc:
-            if exc.code() == grpc.StatusCode.DEADLINE_EXCEEDED:
-                connection.rotate(away_from=self._address)
-            if exc.code() != grpc.StatusCode.UNAVAILABLE:
-                raise connection.error(exc) from None
-            connection.rotate(away_from=self._address)
+            self._connection._fail_over(exc, self._address)
         except grpc.FutureCancelledError:
             raise PulseError("the call was cancelled") from None
-        return connection.call(self._retry)
+        return self._connection.call(self._retry)
+
+    def done(self) -> bool:
+        """Whether the call has ended (answered, failed or cancelled)."""
+        return bool(self._future.done())
 
     def cancel(self) -> None:
         """End the call now if it is still under way; ``result()`` then

@@ -25,12 +25,11 @@ import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
-import grpc
 import pytest
 
 import pulsed.submits
 from pulse_client import NewJob, Pulse
-from pulse_client.connection import Connection
+from pulse_client.connection import Connection, StartedCall
 from pulse_client.errors import ClientClosed, Unavailable
 from tests.fixtures.databases import Sql
 from tests.fixtures.servers import InProcessServer, PulsedProcess
@@ -131,16 +130,13 @@ def test_an_exception_while_waiting_for_a_call_leaves_no_call_running(
         return validate(spec, config)
 
     monkeypatch.setattr(pulsed.submits, "validate", slow_validate)
-    futures: list[grpc.Future] = []
+    futures: list[StartedCall[Any]] = []
     start = Connection.start
 
-    def recording_start(self: Connection, invoke: Any, retry: Any) -> Any:
-        def invoke_and_record(stub: Any) -> Any:
-            future = invoke(stub)
-            futures.append(future)
-            return future
-
-        return start(self, invoke_and_record, retry)
+    def recording_start(self: Connection, method: Any, request: Any) -> Any:
+        call = start(self, method, request)
+        futures.append(call)
+        return call
 
     monkeypatch.setattr(Connection, "start", recording_start)
 
